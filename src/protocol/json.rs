@@ -1,0 +1,583 @@
+//! A byte-oriented JSON reader and writer that behave like Yojson, the JSON library of the
+//! original OCaml switch and its clients.
+//!
+//! Why not `serde_json`: payloads and queue names are arbitrary bytes, and Yojson copies every
+//! byte ≥ 0x80 raw (valid UTF-8 or not) when it prints a string, and accepts raw invalid UTF-8
+//! and raw control bytes when it reads one. `serde_json` would reject or mangle such strings.
+//! The reader also accepts Yojson's extensions (`//` and `/* */` comments, `NaN`, `Infinity`,
+//! `-Infinity`) and keeps integers that overflow `i64` as [`Value::IntLiteral`], so that callers
+//! can report them the way the reference does.
+
+use std::fmt::Write as _;
+
+/// Nesting deeper than this is refused, so that hostile input cannot exhaust the stack.
+pub const JSON_DEPTH_MAX: usize = 128;
+
+/// A parsed JSON document. Strings are raw bytes (escapes decoded to UTF-8).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// An integer literal that fits in an `i64`.
+    Int(i64),
+    /// An integer literal too large for an `i64`, kept as text (Yojson's `Intlit`).
+    IntLiteral(String),
+    /// A number with a fraction or exponent, or `NaN` / `Infinity` / `-Infinity`.
+    Float(f64),
+    /// A string, as the bytes it denotes.
+    String(Vec<u8>),
+    /// An array.
+    Array(Vec<Value>),
+    /// An object, with its members in document order (duplicates kept).
+    Object(Vec<(Vec<u8>, Value)>),
+}
+
+/// Why a document could not be parsed. The offset is in bytes from the start of the input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// The input was empty or held only white space and comments.
+    #[error("blank input data")]
+    Blank,
+    /// A syntax error at the given byte offset.
+    #[error("invalid JSON at byte {offset}: {what}")]
+    Syntax {
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What was expected or found.
+        what: &'static str,
+    },
+}
+
+impl Value {
+    /// Looks up an object member the way rpclib does for records: keys are compared
+    /// ASCII-case-insensitively and, for duplicate keys, the last one wins. Returns `None` for a
+    /// missing key or when `self` is not an object.
+    pub fn member(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(members) => members
+                .iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key.as_bytes()))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array, or `None` for any other value.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a string, or `None` for any other value.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::String(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// An `int64` as rpclib reads it: an integer, or a string that OCaml's `Int64.of_string`
+    /// accepts.
+    pub fn as_int64(&self) -> Option<i64> {
+        match self {
+            Value::Int(n) => Some(*n),
+            Value::String(text) => std::str::from_utf8(text)
+                .ok()
+                .and_then(super::numbers::parse_int64),
+            _ => None,
+        }
+    }
+
+    /// A `float` as rpclib reads it: a float, an integer (converted), or a numeric string.
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(n) => Some(*n as f64),
+            Value::IntLiteral(text) => text.parse().ok(),
+            Value::String(text) => std::str::from_utf8(text)
+                .ok()
+                .and_then(super::numbers::parse_float),
+            _ => None,
+        }
+    }
+}
+
+/// Parses one JSON document, with Yojson's leniency (comments, `NaN`, `Infinity`, raw bytes in
+/// strings) and strictness (no trailing commas, no single quotes, no trailing junk).
+pub fn parse(input: &[u8]) -> Result<Value, JsonError> {
+    let mut reader = Reader { input, pos: 0 };
+    reader.skip_blank()?;
+    if reader.pos == input.len() {
+        return Err(JsonError::Blank);
+    }
+    let value = reader.value(0)?;
+    reader.skip_blank()?;
+    if reader.pos != input.len() {
+        return Err(reader.error("trailing data after the document"));
+    }
+    Ok(value)
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn error(&self, what: &'static str) -> JsonError {
+        JsonError::Syntax {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn skip_blank(&mut self) -> Result<(), JsonError> {
+        loop {
+            match self.peek() {
+                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
+                Some(b'/') => match self.input.get(self.pos + 1) {
+                    Some(b'/') => {
+                        while let Some(byte) = self.peek() {
+                            self.pos += 1;
+                            if byte == b'\n' {
+                                break;
+                            }
+                        }
+                    }
+                    Some(b'*') => {
+                        let start = self.pos;
+                        self.pos += 2;
+                        loop {
+                            if self.pos + 1 >= self.input.len() {
+                                self.pos = start;
+                                return Err(self.error("unterminated comment"));
+                            }
+                            if &self.input[self.pos..self.pos + 2] == b"*/" {
+                                self.pos += 2;
+                                break;
+                            }
+                            self.pos += 1;
+                        }
+                    }
+                    _ => return Err(self.error("unexpected '/'")),
+                },
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn eat_word(&mut self, word: &[u8]) -> bool {
+        if self.input[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        if depth > JSON_DEPTH_MAX {
+            return Err(self.error("nesting too deep"));
+        }
+        match self.peek() {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'N') if self.eat_word(b"NaN") => Ok(Value::Float(f64::NAN)),
+            Some(b'I') if self.eat_word(b"Infinity") => Ok(Value::Float(f64::INFINITY)),
+            Some(b'n') if self.eat_word(b"null") => Ok(Value::Null),
+            Some(b't') if self.eat_word(b"true") => Ok(Value::Bool(true)),
+            Some(b'f') if self.eat_word(b"false") => Ok(Value::Bool(false)),
+            Some(_) => Err(self.error("expected a value")),
+            None => Err(self.error("unexpected end of input")),
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.skip_blank()?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_blank()?;
+            items.push(self.value(depth + 1)?);
+            self.skip_blank()?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.error("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.pos += 1;
+        let mut members = Vec::new();
+        self.skip_blank()?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(members));
+        }
+        loop {
+            self.skip_blank()?;
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a string key"));
+            }
+            let key = self.string()?;
+            self.skip_blank()?;
+            if self.peek() != Some(b':') {
+                return Err(self.error("expected ':'"));
+            }
+            self.pos += 1;
+            self.skip_blank()?;
+            let value = self.value(depth + 1)?;
+            members.push((key, value));
+            self.skip_blank()?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(members));
+                }
+                _ => return Err(self.error("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, JsonError> {
+        self.pos += 1;
+        let mut out = Vec::new();
+        loop {
+            let run_start = self.pos;
+            while let Some(byte) = self.peek() {
+                if byte == b'"' || byte == b'\\' {
+                    break;
+                }
+                self.pos += 1;
+            }
+            out.extend_from_slice(&self.input[run_start..self.pos]);
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                _ => return Err(self.error("unterminated string")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), JsonError> {
+        let Some(byte) = self.peek() else {
+            return Err(self.error("unterminated escape"));
+        };
+        self.pos += 1;
+        let decoded = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let code = self.hex4()?;
+                let scalar = if (0xD800..0xDC00).contains(&code) {
+                    if !self.eat_word(b"\\u") {
+                        return Err(self.error("lone high surrogate"));
+                    }
+                    let low = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return Err(self.error("invalid low surrogate"));
+                    }
+                    0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                } else if (0xDC00..0xE000).contains(&code) {
+                    return Err(self.error("lone low surrogate"));
+                } else {
+                    code
+                };
+                let ch = char::from_u32(scalar).ok_or_else(|| self.error("invalid code point"))?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                return Ok(());
+            }
+            _ => return Err(self.error("invalid escape")),
+        };
+        out.push(decoded);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self
+            .input
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.error("short \\u escape"))?;
+        let mut code = 0u32;
+        for &digit in digits {
+            let nibble = (digit as char)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid hex digit"))?;
+            code = code * 16 + nibble;
+        }
+        self.pos += 4;
+        Ok(code)
+    }
+
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+            if self.eat_word(b"Infinity") {
+                return Ok(Value::Float(f64::NEG_INFINITY));
+            }
+        }
+        let digits_start = self.pos;
+        self.skip_digits();
+        if self.pos == digits_start {
+            return Err(self.error("expected digits"));
+        }
+        let mut is_float = false;
+        if self.peek() == Some(b'.') {
+            is_float = true;
+            self.pos += 1;
+            let frac_start = self.pos;
+            self.skip_digits();
+            if self.pos == frac_start {
+                return Err(self.error("expected digits after '.'"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            is_float = true;
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            let exp_start = self.pos;
+            self.skip_digits();
+            if self.pos == exp_start {
+                return Err(self.error("expected exponent digits"));
+            }
+        }
+        // The slice holds only ASCII digits, signs, '.' and 'e', so it is valid UTF-8.
+        let text = std::str::from_utf8(&self.input[start..self.pos])
+            .map_err(|_| self.error("invalid number"))?;
+        if is_float {
+            text.parse()
+                .map(Value::Float)
+                .map_err(|_| self.error("invalid number"))
+        } else {
+            Ok(text
+                .parse()
+                .map(Value::Int)
+                .unwrap_or_else(|_| Value::IntLiteral(text.to_owned())))
+        }
+    }
+
+    fn skip_digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+    }
+}
+
+/// Appends `bytes` as a JSON string literal with Yojson's escaping: `"` `\` and the C0 controls
+/// and DEL are escaped (`\b \f \n \r \t`, else `\u00xx` in lower-case hex); every other byte,
+/// including bytes ≥ 0x80 and invalid UTF-8, is copied raw. `/` is not escaped.
+pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run_start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run_start..index]);
+        run_start = index + 1;
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
+        }
+    }
+    out.extend_from_slice(&bytes[run_start..]);
+    out.push(b'"');
+}
+
+/// Appends an integer as a bare decimal, as rpclib prints `int64`.
+pub fn write_int(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Appends a float the way Yojson prints it: `%.16g`, or `%.17g` when that does not read back
+/// as the same number, then `.0` when the text holds only digits and `-` (so `5.0`, `30.0`,
+/// `0.5`, `1e+20`). NaN and infinities print as `NaN`, `Infinity` and `-Infinity`.
+pub fn write_float(out: &mut Vec<u8>, value: f64) {
+    out.extend_from_slice(format_float(value).as_bytes());
+}
+
+/// The text [`write_float`] appends.
+pub fn format_float(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let mut text = format_g(value, 16);
+    if text.parse::<f64>().ok() != Some(value) {
+        text = format_g(value, 17);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        text.push_str(".0");
+    }
+    text
+}
+
+/// C's `%.{precision}g` for a finite value.
+fn format_g(value: f64, precision: usize) -> String {
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.to_owned();
+    }
+    // `{:e}` gives the correctly rounded mantissa and the decimal exponent after rounding.
+    let scientific = format!("{:.*e}", precision - 1, value);
+    let (mantissa, exponent) = scientific
+        .split_once('e')
+        .expect("Rust's {:e} output always holds an 'e'");
+    let exponent: i32 = exponent
+        .parse()
+        .expect("Rust's {:e} exponent is an integer");
+    if exponent < -4 || exponent >= precision as i32 {
+        let mantissa = strip_fraction_zeros(mantissa);
+        let mut text = String::with_capacity(mantissa.len() + 5);
+        text.push_str(mantissa);
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(text, "e{sign}{:02}", exponent.abs());
+        text
+    } else {
+        let decimals = (precision as i32 - 1 - exponent).max(0) as usize;
+        let fixed = format!("{:.*}", decimals, value);
+        strip_fraction_zeros(&fixed).to_owned()
+    }
+}
+
+fn strip_fraction_zeros(text: &str) -> &str {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_string(&mut out, bytes);
+        out
+    }
+
+    #[test]
+    fn escapes_like_yojson() {
+        assert_eq!(string(b"a\"b\\c/d"), b"\"a\\\"b\\\\c/d\"");
+        assert_eq!(string(b"\x08\x0c\n\r\t"), b"\"\\b\\f\\n\\r\\t\"");
+        assert_eq!(
+            string(b"\x00\x01\x1f\x7f"),
+            b"\"\\u0000\\u0001\\u001f\\u007f\""
+        );
+        assert_eq!(string(b"\xff\xc3\xa9"), b"\"\xff\xc3\xa9\"");
+    }
+
+    #[test]
+    fn floats_like_yojson() {
+        assert_eq!(format_float(5.0), "5.0");
+        assert_eq!(format_float(30.0), "30.0");
+        assert_eq!(format_float(0.5), "0.5");
+        assert_eq!(format_float(-2.0), "-2.0");
+        assert_eq!(format_float(1e20), "1e+20");
+        assert_eq!(format_float(1e-5), "1e-05");
+        assert_eq!(format_float(0.1), "0.1");
+        assert_eq!(format_float(1700000000.123456), "1700000000.123456");
+        assert_eq!(format_float(1700000000.5), "1700000000.5");
+        assert_eq!(format_float(1.0 / 3.0), "0.3333333333333333");
+        assert_eq!(format_float(0.0), "0.0");
+        assert_eq!(format_float(123456789012345678.0), "1.2345678901234568e+17");
+    }
+
+    #[test]
+    fn parses_yojson_extensions() {
+        assert_eq!(
+            parse(b" // c\n [1, /* x */ NaN]")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse(b"-Infinity").unwrap(),
+            Value::Float(f64::NEG_INFINITY)
+        );
+        assert_eq!(
+            parse(b"99999999999999999999").unwrap(),
+            Value::IntLiteral("99999999999999999999".into())
+        );
+        assert_eq!(
+            parse(b"\"\xff\x01\"").unwrap(),
+            Value::String(vec![0xff, 1])
+        );
+        assert_eq!(
+            parse(br#""\ud83d\ude00\u00e9""#).unwrap(),
+            Value::String("😀é".as_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn rejects_what_yojson_rejects() {
+        assert_eq!(parse(b"  "), Err(JsonError::Blank));
+        assert!(parse(b"[1,]").is_err());
+        assert!(parse(b"'a'").is_err());
+        assert!(parse(b"1 2").is_err());
+        assert!(parse(b"{\"a\" 1}").is_err());
+        assert!(parse(&[b'['; 1000]).is_err());
+    }
+
+    #[test]
+    fn member_lookup_is_case_insensitive_and_last_wins() {
+        let value = parse(br#"{"From":"1","from":"2","x":3}"#).unwrap();
+        assert_eq!(value.member("FROM"), Some(&Value::String(b"2".to_vec())));
+        assert_eq!(value.member("missing"), None);
+    }
+}

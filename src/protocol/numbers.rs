@@ -1,0 +1,112 @@
+//! Number parsing with the leniency of OCaml's `Int64.of_string` and `float_of_string`, which
+//! the reference switch applies to path segments (`/ack/Q/N`, `/trace/FROM/TIMEOUT`) and to the
+//! Transfer `from` string.
+
+/// Parses an `int64` as OCaml's `Int64.of_string` does: an optional sign, then decimal digits,
+/// or a `0x`/`0o`/`0b`/`0u` prefix followed by digits of that base; `_` may separate digits.
+/// Decimal values must fit in an `i64`; prefixed values may use the full 64 bits and wrap, as
+/// in OCaml (`0xFFFFFFFFFFFFFFFF` is `-1`). Returns `None` for anything else.
+pub fn parse_int64(text: &str) -> Option<i64> {
+    let (negative, rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (radix, digits, wraps) = match rest.get(..2) {
+        Some("0x" | "0X") => (16, &rest[2..], true),
+        Some("0o" | "0O") => (8, &rest[2..], true),
+        Some("0b" | "0B") => (2, &rest[2..], true),
+        Some("0u" | "0U") => (10, &rest[2..], true),
+        _ => (10, rest, false),
+    };
+    if !digits.bytes().next()?.is_ascii_alphanumeric() {
+        return None;
+    }
+    let mut magnitude: u64 = 0;
+    for byte in digits.bytes() {
+        if byte == b'_' {
+            continue;
+        }
+        let digit = (byte as char).to_digit(radix)?;
+        magnitude = magnitude
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(digit))?;
+    }
+    if wraps {
+        let value = magnitude as i64;
+        return Some(if negative {
+            value.wrapping_neg()
+        } else {
+            value
+        });
+    }
+    if negative {
+        if magnitude <= i64::MAX as u64 + 1 {
+            Some((magnitude as i64).wrapping_neg())
+        } else {
+            None
+        }
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// Parses a float as OCaml's `float_of_string` does for decimal input: `5`, `5.`, `.5`, `1e3`,
+/// `-2.5`, `nan`, `inf`, `infinity` (any case), with `_` allowed between digits.
+/// Returns `None` for anything else (including empty input).
+pub fn parse_float(text: &str) -> Option<f64> {
+    let cleaned: String = text.chars().filter(|&c| c != '_').collect();
+    if cleaned.is_empty() || cleaned.starts_with('_') || text.starts_with('_') {
+        return None;
+    }
+    let lower = cleaned.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    let word = matches!(unsigned, "nan" | "inf" | "infinity");
+    let numeric = unsigned
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'+' | b'-'));
+    if !(word || numeric) {
+        return None;
+    }
+    lower.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_like_ocaml() {
+        assert_eq!(parse_int64("0"), Some(0));
+        assert_eq!(parse_int64("-1"), Some(-1));
+        assert_eq!(parse_int64("+7"), Some(7));
+        assert_eq!(parse_int64("0x1F"), Some(31));
+        assert_eq!(parse_int64("0o7"), Some(7));
+        assert_eq!(parse_int64("0b101"), Some(5));
+        assert_eq!(parse_int64("1_000"), Some(1000));
+        assert_eq!(parse_int64("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int64("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int64("9223372036854775808"), None);
+        assert_eq!(parse_int64("0xFFFFFFFFFFFFFFFF"), Some(-1));
+        assert_eq!(parse_int64(""), None);
+        assert_eq!(parse_int64("-"), None);
+        assert_eq!(parse_int64("_1"), None);
+        assert_eq!(parse_int64("12a"), None);
+        assert_eq!(parse_int64(" 1"), None);
+        assert_eq!(parse_int64("0x"), None);
+    }
+
+    #[test]
+    fn float_like_ocaml() {
+        assert_eq!(parse_float("5"), Some(5.0));
+        assert_eq!(parse_float("5."), Some(5.0));
+        assert_eq!(parse_float("1e3"), Some(1000.0));
+        assert_eq!(parse_float("-0.5"), Some(-0.5));
+        assert!(parse_float("nan").unwrap().is_nan());
+        assert_eq!(parse_float("inf"), Some(f64::INFINITY));
+        assert_eq!(parse_float("-infinity"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_float(""), None);
+        assert_eq!(parse_float("abc"), None);
+        assert_eq!(parse_float("1 "), None);
+    }
+}

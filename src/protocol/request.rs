@@ -1,0 +1,584 @@
+//! Requests: routing an HTTP method, path and body to a typed [`Request`] exactly as the
+//! reference switch does (`protocol.md` §1), and the reverse, building the method, path and
+//! body a client sends for a [`Request`].
+
+use bytes::Bytes;
+
+use super::json::{self, Value};
+use super::numbers::{parse_float, parse_int64};
+use super::types::{Message, MessageId, MessageKind, QueueName, SessionToken};
+
+/// The `from` a Transfer without one means: every stored message.
+pub const TRANSFER_FROM_START: i64 = -1;
+
+/// A parsed request.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Request {
+    /// `GET /login/TOKEN`: tag the connection with a session token.
+    Login(SessionToken),
+    /// `GET /persistent/NAME`: create a queue that outlives sessions.
+    CreatePersistent(QueueName),
+    /// `GET /transient/NAME`: create a queue owned by the session, removed when its last
+    /// connection closes. `None` (from `GET /transient/`) asks for a fresh server-chosen name.
+    CreateTransient(Option<QueueName>),
+    /// `GET /destroy/NAME`.
+    Destroy(QueueName),
+    /// `POST /request/NAME/REPLY_TO` or `POST /response/NAME/FROM_Q/FROM_N`.
+    Send {
+        /// The destination queue.
+        queue: QueueName,
+        /// The payload (the body) and kind.
+        message: Message,
+    },
+    /// `POST /transfer`: a long poll for messages after a cursor.
+    Transfer(TransferRequest),
+    /// `GET /ack/NAME/ID`: delete a message.
+    Ack(MessageId),
+    /// `GET /list/PREFIX` (`alive_only == false`) or `GET /list/alive/PREFIX`.
+    List {
+        /// Only names starting with these bytes are listed.
+        prefix: QueueName,
+        /// Only queues that some Transfer has named.
+        alive_only: bool,
+    },
+    /// `GET /trace` or `GET /trace/FROM/TIMEOUT`: a long poll on the event trace.
+    Trace {
+        /// Return events with an id ≥ this; wait until there is one.
+        from: i64,
+        /// Seconds to wait at most; ≤ 0 means do not wait.
+        timeout_s: f64,
+    },
+    /// `GET /`: the switch's state as JSON.
+    Diagnostics,
+    /// `POST /shutdown` with an empty body.
+    Shutdown,
+    /// `GET /admin…`, `/js/…`, `/css/…`, `/images/…`: a file of the web console. The segments
+    /// are kept raw (not percent-decoded), as in the reference.
+    Web(Vec<String>),
+}
+
+/// The body of `POST /transfer`.
+#[derive(Clone, PartialEq, Debug)]
+pub struct TransferRequest {
+    /// Return only messages with an id greater than this (`-1` when absent on the wire).
+    pub from: Option<i64>,
+    /// Seconds to wait for a message; ≤ 0 means answer at once.
+    pub timeout_s: f64,
+    /// The queues to look in, in order.
+    pub queues: Vec<QueueName>,
+}
+
+/// Why a request could not be routed.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No route matches: the reference answers 404 `Not found: URI`.
+    #[error("not found")]
+    NotFound,
+    /// A route matched but a number or the JSON body is malformed: the reference answers 500.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// The HTTP request a client sends for a [`Request`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HttpRequest {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The percent-encoded path.
+    pub path: String,
+    /// The body (empty for GET).
+    pub body: Bytes,
+}
+
+impl Request {
+    /// Whether the reference refuses this request (404 `Please log in.`) on a connection that
+    /// has not logged in.
+    pub fn needs_session(&self) -> bool {
+        !matches!(
+            self,
+            Request::Login(_) | Request::Diagnostics | Request::Trace { .. } | Request::Web(_)
+        )
+    }
+
+    /// Routes a request as the reference does (`protocol.md` §1). `path` is the request
+    /// target's path without the query; `body` is ignored for GET.
+    pub fn route(method: &str, path: &str, body: Bytes) -> Result<Request, RouteError> {
+        let segments = Segments::parse(path);
+        let decoded: Vec<&[u8]> = segments.decoded.iter().map(|s| s.as_slice()).collect();
+        let name = |index: usize| QueueName::new(segments.decoded[index].clone());
+        match (method, decoded.as_slice()) {
+            ("GET", [b"", b""]) => Ok(Request::Diagnostics),
+            ("GET", [b"", b"login", token]) => {
+                Ok(Request::Login(SessionToken::new(token.to_vec())))
+            }
+            ("GET", [b"", b"persistent", _]) => Ok(Request::CreatePersistent(name(2))),
+            ("GET", [b"", b"transient", fresh]) if fresh.is_empty() => {
+                Ok(Request::CreateTransient(None))
+            }
+            ("GET", [b"", b"transient", _]) => Ok(Request::CreateTransient(Some(name(2)))),
+            ("GET", [b"", b"destroy", _]) => Ok(Request::Destroy(name(2))),
+            ("POST", [b"", b"request", _, _]) => Ok(Request::Send {
+                queue: name(2),
+                message: Message {
+                    payload: body,
+                    kind: MessageKind::Request { reply_to: name(3) },
+                },
+            }),
+            ("POST", [b"", b"response", _, _, index]) => Ok(Request::Send {
+                queue: name(2),
+                message: Message {
+                    payload: body,
+                    kind: MessageKind::Response {
+                        request: MessageId::new(name(3), int64_segment(index, "message id")?),
+                    },
+                },
+            }),
+            ("POST", [b"", b"transfer"]) => TransferRequest::parse(&body).map(Request::Transfer),
+            ("GET", [b"", b"ack", _, index]) => Ok(Request::Ack(MessageId::new(
+                name(2),
+                int64_segment(index, "message id")?,
+            ))),
+            ("GET", [b"", b"list", b"alive", _]) => Ok(Request::List {
+                prefix: name(3),
+                alive_only: true,
+            }),
+            ("GET", [b"", b"list", _]) => Ok(Request::List {
+                prefix: name(2),
+                alive_only: false,
+            }),
+            ("GET", [b"", b"trace"]) => Ok(Request::Trace {
+                from: -1,
+                timeout_s: 5.0,
+            }),
+            ("GET", [b"", b"trace", from, timeout]) => Ok(Request::Trace {
+                from: int64_segment(from, "trace id")?,
+                timeout_s: float_segment(timeout)?,
+            }),
+            ("POST", [b"", b"shutdown"]) if body.is_empty() => Ok(Request::Shutdown),
+            ("GET", [b"", first, ..]) if is_web_root(first) => {
+                Ok(Request::Web(segments.raw[1..].to_vec()))
+            }
+            _ => Err(RouteError::NotFound),
+        }
+    }
+
+    /// The method, percent-encoded path and body a client sends for this request. Names are
+    /// encoded with the path-safe set the OCaml clients use, plus `/` (encoded as `%2F`, so
+    /// that names holding `/` stay one segment).
+    pub fn to_http(&self) -> HttpRequest {
+        let get = |path: String| HttpRequest {
+            method: "GET",
+            path,
+            body: Bytes::new(),
+        };
+        match self {
+            Request::Login(token) => get(format!("/login/{}", encode_segment(token.as_bytes()))),
+            Request::CreatePersistent(name) => {
+                get(format!("/persistent/{}", encode_segment(name.as_bytes())))
+            }
+            Request::CreateTransient(name) => get(format!(
+                "/transient/{}",
+                name.as_ref()
+                    .map(|n| encode_segment(n.as_bytes()))
+                    .unwrap_or_default()
+            )),
+            Request::Destroy(name) => get(format!("/destroy/{}", encode_segment(name.as_bytes()))),
+            Request::Send { queue, message } => {
+                let path = match &message.kind {
+                    MessageKind::Request { reply_to } => format!(
+                        "/request/{}/{}",
+                        encode_segment(queue.as_bytes()),
+                        encode_segment(reply_to.as_bytes())
+                    ),
+                    MessageKind::Response { request } => format!(
+                        "/response/{}/{}/{}",
+                        encode_segment(queue.as_bytes()),
+                        encode_segment(request.queue.as_bytes()),
+                        request.index
+                    ),
+                };
+                HttpRequest {
+                    method: "POST",
+                    path,
+                    body: message.payload.clone(),
+                }
+            }
+            Request::Transfer(transfer) => HttpRequest {
+                method: "POST",
+                path: "/transfer".to_owned(),
+                body: Bytes::from(transfer.encode()),
+            },
+            Request::Ack(id) => get(format!(
+                "/ack/{}/{}",
+                encode_segment(id.queue.as_bytes()),
+                id.index
+            )),
+            Request::List { prefix, alive_only } => get(format!(
+                "/list/{}{}",
+                if *alive_only { "alive/" } else { "" },
+                encode_segment(prefix.as_bytes())
+            )),
+            Request::Trace { from, timeout_s } => {
+                get(format!("/trace/{from}/{}", json::format_float(*timeout_s)))
+            }
+            Request::Diagnostics => get("/".to_owned()),
+            Request::Shutdown => HttpRequest {
+                method: "POST",
+                path: "/shutdown".to_owned(),
+                body: Bytes::new(),
+            },
+            Request::Web(segments) => get(format!("/{}", segments.join("/"))),
+        }
+    }
+}
+
+impl TransferRequest {
+    /// Parses the JSON body of `POST /transfer` as rpclib does: keys case-insensitive, unknown
+    /// keys ignored, `from` an optional string holding an int64 (`null` or a number is an
+    /// error), `timeout` a float, integer or numeric string, `queues` an array of strings.
+    pub fn parse(body: &[u8]) -> Result<TransferRequest, RouteError> {
+        let malformed =
+            |what: &str| RouteError::Malformed(format!("invalid transfer body: {what}"));
+        let value = json::parse(body).map_err(|e| malformed(&e.to_string()))?;
+        if !matches!(value, Value::Object(_)) {
+            return Err(malformed("expected an object"));
+        }
+        let from = match value.member("from") {
+            None => None,
+            Some(Value::String(text)) => Some(
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(parse_int64)
+                    .ok_or_else(|| malformed("'from' is not an int64 string"))?,
+            ),
+            Some(_) => return Err(malformed("'from' must be a string")),
+        };
+        let timeout_s = value
+            .member("timeout")
+            .ok_or_else(|| malformed("missing 'timeout'"))?
+            .as_float()
+            .ok_or_else(|| malformed("'timeout' is not a number"))?;
+        let queues = value
+            .member("queues")
+            .ok_or_else(|| malformed("missing 'queues'"))?
+            .as_array()
+            .ok_or_else(|| malformed("'queues' is not an array"))?
+            .iter()
+            .map(|q| q.as_bytes().map(|b| QueueName::new(b.to_vec())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| malformed("'queues' must hold strings"))?;
+        Ok(TransferRequest {
+            from,
+            timeout_s,
+            queues,
+        })
+    }
+
+    /// The JSON body, as the OCaml client prints it: `{"from":"17","timeout":30.0,"queues":["q"]}`
+    /// with `from` omitted when `None`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(b'{');
+        if let Some(from) = self.from {
+            out.extend_from_slice(b"\"from\":\"");
+            json::write_int(&mut out, from);
+            out.extend_from_slice(b"\",");
+        }
+        out.extend_from_slice(b"\"timeout\":");
+        json::write_float(&mut out, self.timeout_s);
+        out.extend_from_slice(b",\"queues\":[");
+        for (index, queue) in self.queues.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            json::write_string(&mut out, queue.as_bytes());
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// Percent-encodes one path segment with the path-safe set of OCaml's `Uri` (unreserved
+/// characters, sub-delims, `:` and `@`); every other byte, including `/` and `%`, becomes
+/// `%XX`.
+pub fn encode_segment(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &byte in bytes {
+        let safe = byte.is_ascii_alphanumeric() || b"_.-~!$&'()*+,;=:@".contains(&byte);
+        if safe {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; an invalid escape (`%zz`, a trailing `%4`) is kept literally and `+`
+/// stays `+`, as with OCaml's `Uri.pct_decode`.
+pub fn decode_segment(segment: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(segment.len());
+    let mut index = 0;
+    while index < segment.len() {
+        let byte = segment[index];
+        if byte == b'%' {
+            let high = segment
+                .get(index + 1)
+                .and_then(|&b| (b as char).to_digit(16));
+            let low = segment
+                .get(index + 2)
+                .and_then(|&b| (b as char).to_digit(16));
+            if let (Some(high), Some(low)) = (high, low) {
+                out.push((high * 16 + low) as u8);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(byte);
+        index += 1;
+    }
+    out
+}
+
+/// A path split on `/` with empty segments kept and dot segments removed (RFC 3986 §5.2.4,
+/// applied to the decoded segments as cohttp's `Uri` does), in raw and decoded form.
+struct Segments {
+    raw: Vec<String>,
+    decoded: Vec<Vec<u8>>,
+}
+
+impl Segments {
+    fn parse(path: &str) -> Segments {
+        let mut raw: Vec<String> = Vec::new();
+        let mut decoded: Vec<Vec<u8>> = Vec::new();
+        let pieces: Vec<&str> = path.split('/').collect();
+        let last = pieces.len() - 1;
+        for (position, piece) in pieces.iter().enumerate() {
+            let value = decode_segment(piece.as_bytes());
+            let is_dot = value == b".";
+            let is_dot_dot = value == b"..";
+            if position > 0 && (is_dot || is_dot_dot) {
+                // ".." removes the previous segment, but never the leading empty one that
+                // stands for the root.
+                if is_dot_dot && raw.len() > 1 {
+                    raw.pop();
+                    decoded.pop();
+                }
+                if position == last {
+                    raw.push(String::new());
+                    decoded.push(Vec::new());
+                }
+                continue;
+            }
+            raw.push((*piece).to_owned());
+            decoded.push(value);
+        }
+        Segments { raw, decoded }
+    }
+}
+
+fn is_web_root(segment: &[u8]) -> bool {
+    matches!(segment, b"admin" | b"js" | b"css" | b"images")
+}
+
+fn int64_segment(segment: &[u8], what: &str) -> Result<i64, RouteError> {
+    std::str::from_utf8(segment)
+        .ok()
+        .and_then(parse_int64)
+        .ok_or_else(|| {
+            RouteError::Malformed(format!(
+                "invalid {what}: {:?}",
+                String::from_utf8_lossy(segment)
+            ))
+        })
+}
+
+fn float_segment(segment: &[u8]) -> Result<f64, RouteError> {
+    std::str::from_utf8(segment)
+        .ok()
+        .and_then(parse_float)
+        .ok_or_else(|| {
+            RouteError::Malformed(format!(
+                "invalid timeout: {:?}",
+                String::from_utf8_lossy(segment)
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Result<Request, RouteError> {
+        Request::route("GET", path, Bytes::new())
+    }
+
+    #[test]
+    fn empty_segments_matter() {
+        assert_eq!(get("/"), Ok(Request::Diagnostics));
+        assert_eq!(get(""), Err(RouteError::NotFound));
+        assert_eq!(get("/list"), Err(RouteError::NotFound));
+        assert_eq!(
+            get("/list/"),
+            Ok(Request::List {
+                prefix: "".into(),
+                alive_only: false
+            })
+        );
+        assert_eq!(
+            get("/list/alive"),
+            Ok(Request::List {
+                prefix: "alive".into(),
+                alive_only: false
+            })
+        );
+        assert_eq!(
+            get("/list/alive/"),
+            Ok(Request::List {
+                prefix: "".into(),
+                alive_only: true
+            })
+        );
+        assert_eq!(get("/list//x"), Err(RouteError::NotFound));
+        assert_eq!(get("/login/"), Ok(Request::Login("".into())));
+        assert_eq!(get("/transient/"), Ok(Request::CreateTransient(None)));
+    }
+
+    #[test]
+    fn names_are_percent_decoded_including_response_from_queue() {
+        assert_eq!(
+            get("/persistent/a%20b%2Fc%zz%4"),
+            Ok(Request::CreatePersistent("a b/c%zz%4".into()))
+        );
+        let sent = Request::route("POST", "/response/r/q%3Ax/3", Bytes::from_static(b"x"));
+        let Ok(Request::Send { message, .. }) = sent else {
+            panic!("not a send: {sent:?}")
+        };
+        assert_eq!(
+            message.kind,
+            MessageKind::Response {
+                request: MessageId::new("q:x".into(), 3)
+            }
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(get("/foo/../"), Ok(Request::Diagnostics));
+        assert_eq!(get("/list/x/%2e%2e/y"), get("/list/y"));
+        assert_eq!(get("/persistent/."), get("/persistent/"));
+    }
+
+    #[test]
+    fn methods_and_bodies() {
+        assert_eq!(
+            Request::route("POST", "/login/x", Bytes::new()),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            Request::route("HEAD", "/", Bytes::new()),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(get("/shutdown"), Err(RouteError::NotFound));
+        assert_eq!(
+            Request::route("POST", "/shutdown", Bytes::from_static(b"x")),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            Request::route("POST", "/shutdown", Bytes::new()),
+            Ok(Request::Shutdown)
+        );
+    }
+
+    #[test]
+    fn numbers_like_ocaml() {
+        assert_eq!(
+            get("/ack/q/0x10"),
+            Ok(Request::Ack(MessageId::new("q".into(), 16)))
+        );
+        assert!(matches!(get("/ack/q/x"), Err(RouteError::Malformed(_))));
+        assert_eq!(
+            get("/trace"),
+            Ok(Request::Trace {
+                from: -1,
+                timeout_s: 5.0
+            })
+        );
+        assert_eq!(
+            get("/trace/3/5."),
+            Ok(Request::Trace {
+                from: 3,
+                timeout_s: 5.0
+            })
+        );
+        assert!(matches!(get("/trace/3/x"), Err(RouteError::Malformed(_))));
+    }
+
+    #[test]
+    fn transfer_body_is_parsed_leniently() {
+        let parse = |body: &str| TransferRequest::parse(body.as_bytes());
+        assert_eq!(
+            parse(r#"{"TIMEOUT":"5","Queues":["a"],"extra":null,"from":"0x2"}"#),
+            Ok(TransferRequest {
+                from: Some(2),
+                timeout_s: 5.0,
+                queues: vec!["a".into()]
+            })
+        );
+        assert_eq!(parse(r#"{"timeout":1,"queues":[]}"#).unwrap().from, None);
+        assert!(parse(r#"{"from":null,"timeout":1,"queues":[]}"#).is_err());
+        assert!(parse(r#"{"from":1,"timeout":1,"queues":[]}"#).is_err());
+        assert!(parse(r#"{"queues":[]}"#).is_err());
+        assert!(parse(r#"{"timeout":1}"#).is_err());
+        assert!(parse("").is_err());
+        assert!(parse("[]").is_err());
+    }
+
+    #[test]
+    fn client_paths_round_trip_through_the_router() {
+        let requests = [
+            Request::Login("message-cli:42".into()),
+            Request::CreatePersistent("a/b c?é%".into()),
+            Request::CreateTransient(None),
+            Request::Destroy("x".into()),
+            Request::Ack(MessageId::new("q/1".into(), -3)),
+            Request::List {
+                prefix: "p".into(),
+                alive_only: true,
+            },
+            Request::Trace {
+                from: 4,
+                timeout_s: 0.5,
+            },
+            Request::Transfer(TransferRequest {
+                from: Some(9),
+                timeout_s: 30.0,
+                queues: vec!["\"q\"".into()],
+            }),
+        ];
+        for request in requests {
+            let http = request.to_http();
+            assert_eq!(
+                Request::route(http.method, &http.path, http.body),
+                Ok(request)
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_like_the_ocaml_client() {
+        assert_eq!(encode_segment(b"reply to"), "reply%20to");
+        assert_eq!(encode_segment(b"xapi:123"), "xapi:123");
+        assert_eq!(encode_segment(b"q?x#y%"), "q%3Fx%23y%25");
+        assert_eq!(encode_segment("é".as_bytes()), "%C3%A9");
+        let transfer = TransferRequest {
+            from: None,
+            timeout_s: 30.0,
+            queues: vec!["message-cli:1234".into()],
+        };
+        assert_eq!(
+            transfer.encode(),
+            br#"{"timeout":30.0,"queues":["message-cli:1234"]}"#
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The nouns of the protocol: queue names, session tokens, message ids, messages and entries.
+//!
+//! Names and payloads are bytes, not strings: the reference percent-decodes names from the
+//! URL, so any byte may occur, and payloads are HTTP bodies. `Bytes` makes clones cheap, which
+//! matters because a queued message is shared by the queue, transfer replies and the trace.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// The name of a queue: any byte string (the engine bounds its length).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QueueName(Bytes);
+
+/// A session token, as given to `/login/TOKEN`. The reference clients use `PROGRAM:PID`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SessionToken(Bytes);
+
+macro_rules! byte_name {
+    ($type:ident) => {
+        impl $type {
+            /// Wraps the given bytes.
+            pub fn new(bytes: impl Into<Bytes>) -> Self {
+                Self(bytes.into())
+            }
+
+            /// The raw bytes.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The raw bytes, as a cheap clone of the shared buffer.
+            pub fn to_bytes(&self) -> Bytes {
+                self.0.clone()
+            }
+
+            /// The length in bytes.
+            pub fn len(&self) -> usize {
+                self.0.len()
+            }
+
+            /// Whether the name is the empty string.
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+
+            /// A lossy UTF-8 rendering, for logs and human-readable output.
+            pub fn to_text(&self) -> String {
+                String::from_utf8_lossy(&self.0).into_owned()
+            }
+        }
+
+        impl From<&str> for $type {
+            fn from(text: &str) -> Self {
+                Self(Bytes::copy_from_slice(text.as_bytes()))
+            }
+        }
+
+        impl From<String> for $type {
+            fn from(text: String) -> Self {
+                Self(Bytes::from(text))
+            }
+        }
+
+        impl fmt::Debug for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&String::from_utf8_lossy(&self.0))
+            }
+        }
+    };
+}
+
+byte_name!(QueueName);
+byte_name!(SessionToken);
+
+/// A message id: the queue it was sent to and its number there. Numbers only ever grow for a
+/// given queue name (protocol.md part A.3), so a cursor never hides a newer message.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct MessageId {
+    /// The queue the message was stored in.
+    pub queue: QueueName,
+    /// The message's number within that queue.
+    pub index: i64,
+}
+
+impl MessageId {
+    /// Builds an id.
+    pub fn new(queue: QueueName, index: i64) -> Self {
+        Self { queue, index }
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.queue, self.index)
+    }
+}
+
+/// Whether a message is a request (with the queue to reply to) or a response (with the id of
+/// the request it answers).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MessageKind {
+    /// A request; the reply should be sent to `reply_to`.
+    Request {
+        /// The queue the caller listens on for the response.
+        reply_to: QueueName,
+    },
+    /// A response to the request with id `request`.
+    Response {
+        /// The id the switch gave the request.
+        request: MessageId,
+    },
+}
+
+/// A message as stored and transferred: an opaque payload and its kind.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Message {
+    /// The payload: any bytes.
+    pub payload: Bytes,
+    /// Request or response.
+    pub kind: MessageKind,
+}
+
+/// Who sent a stored message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Origin {
+    /// A logged-in session.
+    Name(SessionToken),
+    /// A connection without a session (cannot happen in practice: Send needs a session).
+    Anonymous(i64),
+}
+
+/// A stored message with its metadata, as shown by diagnostics.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Entry {
+    /// The sender.
+    pub origin: Origin,
+    /// When it was stored, in ns on the diagnostics clock (see `Diagnostics::current_time`).
+    pub time: i64,
+    /// The message.
+    pub message: Message,
+}
