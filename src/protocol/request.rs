@@ -112,9 +112,7 @@ impl Request {
                 Ok(Request::Login(SessionToken::new(token.to_vec())))
             }
             ("GET", [b"", b"persistent", _]) => Ok(Request::CreatePersistent(name(2))),
-            ("GET", [b"", b"transient", fresh]) if fresh.is_empty() => {
-                Ok(Request::CreateTransient(None))
-            }
+            ("GET", [b"", b"transient", b""]) => Ok(Request::CreateTransient(None)),
             ("GET", [b"", b"transient", _]) => Ok(Request::CreateTransient(Some(name(2)))),
             ("GET", [b"", b"destroy", _]) => Ok(Request::Destroy(name(2))),
             ("POST", [b"", b"request", _, _]) => Ok(Request::Send {

@@ -1,0 +1,48 @@
+//! The engine's limits. Every one is explicit, configurable and answered with a 4xx and a
+//! one-line text when exceeded (protocol.md part A.9).
+
+use std::time::Duration;
+
+/// Limits and sizes of the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Longest queue name or session token, in bytes.
+    pub name_bytes_max: usize,
+    /// Most queues that may exist at once.
+    pub queues_max: usize,
+    /// Most messages one queue may hold.
+    pub queue_messages_max: usize,
+    /// Most payload bytes stored in all queues together.
+    pub stored_bytes_max: usize,
+    /// Longest Transfer or Trace wait a client may ask for.
+    pub wait_timeout_max: Duration,
+    /// Most distinct tokens one connection may log in with.
+    pub logins_per_connection_max: usize,
+    /// A Transfer reply stops adding messages once it holds this many payload bytes (it
+    /// always holds at least one message; the client continues from `next`).
+    pub transfer_reply_bytes_max: usize,
+    /// Most events the trace keeps.
+    pub trace_entries_max: usize,
+    /// Most bytes the trace keeps (payloads counted in full).
+    pub trace_bytes_max: usize,
+    /// Strings in trace payloads of at least this many bytes are cut (the reference's
+    /// `--trace-truncate`).
+    pub trace_truncate_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name_bytes_max: 1024,
+            queues_max: 100_000,
+            queue_messages_max: 4_000_000,
+            stored_bytes_max: 4 << 30,
+            wait_timeout_max: Duration::from_secs(3600),
+            logins_per_connection_max: 64,
+            transfer_reply_bytes_max: 64 << 20,
+            trace_entries_max: 1024,
+            trace_bytes_max: 8 << 20,
+            trace_truncate_bytes: 256,
+        }
+    }
+}

@@ -1,0 +1,795 @@
+//! The switch as a deterministic state machine: requests, disconnects and timeouts in;
+//! replies, durable events and shutdown out.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::time::Duration;
+
+use crate::protocol::{
+    Diagnostics, Entry, ErrorReply, Message, MessageId, MessageKind, Origin, QueueDiagnostics,
+    QueueName, Reply, Request, SessionToken, TraceMessage, TransferReply, TransferRequest,
+    TRANSFER_FROM_START,
+};
+
+use super::config::Config;
+use super::state::{Event, Queue, QueueStore};
+use super::time::{seconds_to_duration, Timestamp};
+use super::trace::{message_record, TraceRecord, TraceRing};
+
+/// Identifies one client connection. The driver assigns them and never reuses one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ConnectionId(pub u64);
+
+/// Identifies one request. The driver assigns them, unique for the engine's life, and gets the
+/// same id back in the request's [`Output::Reply`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RequestId(pub u64);
+
+/// What the engine asks its driver to do. Drain with [`Engine::poll_output`] after every
+/// `handle_*` call, in order.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Output {
+    /// Persist this event. Events come out in the order they were applied; a journal that
+    /// replays them through [`QueueStore::apply`] rebuilds the durable state.
+    Persist(Event),
+    /// Answer a request.
+    Reply {
+        /// The request being answered.
+        request: RequestId,
+        /// Its connection.
+        connection: ConnectionId,
+        /// The answer.
+        reply: Reply,
+        /// The request was a mutation: the reply must not be released before every
+        /// [`Output::Persist`] emitted before it is durable (protocol.md part A.8). Replies
+        /// to reads carry `false` and may be released at once.
+        after_sync: bool,
+    },
+    /// A Shutdown request was accepted: stop accepting connections, answer what is in flight
+    /// (see [`Engine::handle_shutdown`]) and exit.
+    Shutdown,
+}
+
+/// Counts of the engine's volatile bookkeeping, for leak checks and metrics.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct EngineStats {
+    /// Connections the engine knows of.
+    pub connections: usize,
+    /// Distinct session tokens with at least one connection.
+    pub sessions: usize,
+    /// Queues.
+    pub queues: usize,
+    /// Stored messages.
+    pub messages: usize,
+    /// Stored payload bytes.
+    pub payload_bytes: usize,
+    /// Transfers waiting for a message.
+    pub parked_transfers: usize,
+    /// Trace reads waiting for an event.
+    pub parked_traces: usize,
+    /// Queues with a `next_transfer_expected` entry.
+    pub alive_queues: usize,
+    /// Events held by the trace.
+    pub trace_events: usize,
+    /// Bytes held by the trace.
+    pub trace_bytes: usize,
+}
+
+struct ParkedTransfer {
+    connection: ConnectionId,
+    session: SessionToken,
+    from: i64,
+    queues: Vec<QueueName>,
+    deadline: Timestamp,
+    timeout: Duration,
+}
+
+struct ParkedTrace {
+    connection: ConnectionId,
+    from: i64,
+    deadline: Timestamp,
+}
+
+/// The message switch as a pure state machine (see the module documentation of
+/// [`crate::engine`] for the driving contract).
+pub struct Engine {
+    config: Config,
+    start: Timestamp,
+    store: QueueStore,
+    connections: BTreeMap<ConnectionId, BTreeSet<SessionToken>>,
+    session_connections: BTreeMap<SessionToken, usize>,
+    transfers: BTreeMap<RequestId, ParkedTransfer>,
+    transfers_by_queue: BTreeMap<QueueName, BTreeSet<RequestId>>,
+    traces: BTreeMap<RequestId, ParkedTrace>,
+    traces_by_from: BTreeSet<(i64, RequestId)>,
+    deadlines: BTreeSet<(Timestamp, RequestId)>,
+    parked_by_connection: BTreeSet<(ConnectionId, RequestId)>,
+    trace: TraceRing,
+    outputs: VecDeque<Output>,
+}
+
+impl Engine {
+    /// A fresh engine that started at `start`. Message ids begin at `start` in µs since the
+    /// epoch, so they keep growing across restarts without a journal.
+    pub fn new(config: Config, start: Timestamp) -> Self {
+        Self::with_store(config, start, QueueStore::new(start.unix_micros()))
+    }
+
+    /// An engine over recovered durable state. Transient queues in `store` (whose sessions are
+    /// gone) must already have been removed by the caller; the id counter is raised to at
+    /// least `start` in µs.
+    pub fn with_store(config: Config, start: Timestamp, mut store: QueueStore) -> Self {
+        store.raise_next_index(start.unix_micros());
+        let trace = TraceRing::new(
+            config.trace_entries_max,
+            config.trace_bytes_max,
+            config.trace_truncate_bytes,
+        );
+        Self {
+            config,
+            start,
+            store,
+            connections: BTreeMap::new(),
+            session_connections: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            transfers_by_queue: BTreeMap::new(),
+            traces: BTreeMap::new(),
+            traces_by_from: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            parked_by_connection: BTreeSet::new(),
+            trace,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The durable state, read-only.
+    pub fn store(&self) -> &QueueStore {
+        &self.store
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counts of connections, sessions, queues, waiters and trace use.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            connections: self.connections.len(),
+            sessions: self.session_connections.len(),
+            queues: self.store.queue_count(),
+            messages: self.store.message_count(),
+            payload_bytes: self.store.payload_bytes(),
+            parked_transfers: self.transfers.len(),
+            parked_traces: self.traces.len(),
+            alive_queues: self
+                .store
+                .queues()
+                .filter(|(_, q)| q.next_transfer_expected.is_some())
+                .count(),
+            trace_events: self.trace.event_count(),
+            trace_bytes: self.trace.bytes(),
+        }
+    }
+
+    /// A new connection was accepted.
+    pub fn handle_connect(&mut self, connection: ConnectionId) {
+        self.connections.entry(connection).or_default();
+    }
+
+    /// Handles one request from `connection` at time `now`. Its reply comes out of
+    /// [`Engine::poll_output`], at once or, for a Transfer or Trace that has to wait, after a
+    /// later call wakes it.
+    pub fn handle_request(
+        &mut self,
+        now: Timestamp,
+        connection: ConnectionId,
+        request_id: RequestId,
+        request: Request,
+    ) {
+        let session = self.session_of(connection);
+        if request.needs_session() && session.is_none() {
+            return self.reply(
+                request_id,
+                connection,
+                Reply::Error(ErrorReply::please_log_in()),
+            );
+        }
+        if let Err(error) = self.check_names(&request) {
+            return self.reply(request_id, connection, Reply::Error(error));
+        }
+        let session = session.unwrap_or_default();
+        let after_sync = matches!(
+            request,
+            Request::CreatePersistent(_)
+                | Request::CreateTransient(_)
+                | Request::Destroy(_)
+                | Request::Send { .. }
+                | Request::Ack(_)
+                | Request::Shutdown
+        );
+        let reply = match request {
+            Request::Login(token) => self.login(connection, token),
+            Request::CreatePersistent(name) => self.create(name, None),
+            Request::CreateTransient(name) => self.create_transient(name, session),
+            Request::Destroy(name) => {
+                if self.store.queue(&name).is_some() {
+                    self.emit(Event::QueueRemoved { name });
+                }
+                Ok(Reply::Empty)
+            }
+            Request::Send { queue, message } => self.send(now, session, queue, message),
+            Request::Transfer(transfer) => {
+                return self.transfer(now, connection, request_id, session, transfer);
+            }
+            Request::Ack(id) => self.ack(now, session, id),
+            Request::List { prefix, alive_only } => Ok(self.list(&prefix, alive_only)),
+            Request::Trace { from, timeout_s } => {
+                return self.trace(now, connection, request_id, from, timeout_s);
+            }
+            Request::Diagnostics => Ok(Reply::Diagnostics(self.diagnostics(now))),
+            Request::Shutdown => {
+                self.outputs.push_back(Output::Reply {
+                    request: request_id,
+                    connection,
+                    reply: Reply::Empty,
+                    after_sync: true,
+                });
+                self.outputs.push_back(Output::Shutdown);
+                return;
+            }
+            Request::Web(_) => Err(ErrorReply::new(404, "Not found")),
+        };
+        let reply = reply.unwrap_or_else(Reply::Error);
+        self.outputs.push_back(Output::Reply {
+            request: request_id,
+            connection,
+            reply,
+            after_sync,
+        });
+    }
+
+    /// `connection` closed (EOF, reset, or the server dropped it). Its parked requests are
+    /// forgotten without a reply, and each of its session tokens that no other connection
+    /// still holds loses its transient queues.
+    pub fn handle_disconnect(&mut self, _now: Timestamp, connection: ConnectionId) {
+        let parked: Vec<RequestId> = self
+            .parked_by_connection
+            .range((connection, RequestId(0))..=(connection, RequestId(u64::MAX)))
+            .map(|(_, request)| *request)
+            .collect();
+        for request in parked {
+            self.unpark(request);
+        }
+        let Some(tokens) = self.connections.remove(&connection) else {
+            return;
+        };
+        for token in tokens {
+            let remaining = self
+                .session_connections
+                .get_mut(&token)
+                .map(|count| {
+                    *count -= 1;
+                    *count
+                })
+                .unwrap_or(0);
+            if remaining == 0 {
+                self.session_connections.remove(&token);
+                for name in self.store.owned_by(&token) {
+                    self.emit(Event::QueueRemoved { name });
+                }
+            }
+        }
+    }
+
+    /// Time has reached `now`: answer every parked Transfer and Trace whose deadline passed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(deadline, request)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.complete_parked(now, request);
+        }
+    }
+
+    /// The switch is shutting down: answer every parked Transfer and Trace now, with what
+    /// they would get at their deadline.
+    pub fn handle_shutdown(&mut self, now: Timestamp) {
+        let parked: Vec<RequestId> = self.deadlines.iter().map(|(_, r)| *r).collect();
+        for request in parked {
+            self.complete_parked(now, request);
+        }
+    }
+
+    /// The next output, if any. Call until `None` after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called, if anything is waiting.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    fn reply(&mut self, request: RequestId, connection: ConnectionId, reply: Reply) {
+        self.outputs.push_back(Output::Reply {
+            request,
+            connection,
+            reply,
+            after_sync: false,
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.store.apply(&event);
+        self.outputs.push_back(Output::Persist(event));
+    }
+
+    /// A connection's session: the smallest token it logged in with, as in the reference.
+    fn session_of(&self, connection: ConnectionId) -> Option<SessionToken> {
+        self.connections.get(&connection)?.first().cloned()
+    }
+
+    fn check_names(&self, request: &Request) -> Result<(), ErrorReply> {
+        let max = self.config.name_bytes_max;
+        let too_long = |len: usize| len > max;
+        let long = match request {
+            Request::Login(token) => too_long(token.len()),
+            Request::CreatePersistent(name) | Request::Destroy(name) => too_long(name.len()),
+            Request::CreateTransient(name) => name.as_ref().is_some_and(|n| too_long(n.len())),
+            Request::Send { queue, message } => {
+                too_long(queue.len())
+                    || match &message.kind {
+                        MessageKind::Request { reply_to } => too_long(reply_to.len()),
+                        MessageKind::Response { request } => too_long(request.queue.len()),
+                    }
+            }
+            Request::Transfer(transfer) => transfer.queues.iter().any(|q| too_long(q.len())),
+            Request::Ack(id) => too_long(id.queue.len()),
+            Request::List { prefix, .. } => too_long(prefix.len()),
+            _ => false,
+        };
+        if long {
+            Err(ErrorReply::new(
+                400,
+                format!("name too long (limit {max} bytes)"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn login(
+        &mut self,
+        connection: ConnectionId,
+        token: SessionToken,
+    ) -> Result<Reply, ErrorReply> {
+        let tokens = self.connections.entry(connection).or_default();
+        if tokens.contains(&token) {
+            return Ok(Reply::Empty);
+        }
+        if tokens.len() >= self.config.logins_per_connection_max {
+            return Err(ErrorReply::new(
+                429,
+                format!(
+                    "too many logins on one connection (limit {})",
+                    self.config.logins_per_connection_max
+                ),
+            ));
+        }
+        tokens.insert(token.clone());
+        *self.session_connections.entry(token).or_default() += 1;
+        Ok(Reply::Empty)
+    }
+
+    fn create(
+        &mut self,
+        name: QueueName,
+        owner: Option<SessionToken>,
+    ) -> Result<Reply, ErrorReply> {
+        if self.store.queue(&name).is_none() {
+            if self.store.queue_count() >= self.config.queues_max {
+                return Err(ErrorReply::new(
+                    429,
+                    format!("too many queues (limit {})", self.config.queues_max),
+                ));
+            }
+            self.emit(Event::QueueCreated {
+                name: name.clone(),
+                owner,
+            });
+            self.note_parked_listeners(&name);
+        }
+        Ok(Reply::Name(name))
+    }
+
+    fn create_transient(
+        &mut self,
+        name: Option<QueueName>,
+        session: SessionToken,
+    ) -> Result<Reply, ErrorReply> {
+        let name = match name {
+            Some(name) => name,
+            None => loop {
+                let candidate = QueueName::from(format!("transient:{}", self.store.take_index()));
+                if self.store.queue(&candidate).is_none() {
+                    break candidate;
+                }
+            },
+        };
+        self.create(name, Some(session))
+    }
+
+    /// A queue was just created: Transfers already parked on its name count as listeners, as
+    /// they would have in the reference, which records every name a Transfer mentions.
+    fn note_parked_listeners(&mut self, name: &QueueName) {
+        let Some(waiting) = self.transfers_by_queue.get(name) else {
+            return;
+        };
+        let latest = waiting
+            .iter()
+            .filter_map(|request| self.transfers.get(request))
+            .map(|parked| parked.deadline)
+            .max();
+        if let Some(queue) = self.store.queue_mut(name) {
+            queue.next_transfer_expected = latest;
+        }
+    }
+
+    fn send(
+        &mut self,
+        now: Timestamp,
+        session: SessionToken,
+        queue: QueueName,
+        message: Message,
+    ) -> Result<Reply, ErrorReply> {
+        let Some(stored) = self.store.queue(&queue) else {
+            return Ok(Reply::Sent(None));
+        };
+        if stored.messages.len() >= self.config.queue_messages_max {
+            return Err(ErrorReply::new(
+                429,
+                format!(
+                    "queue {queue} is full (limit {} messages)",
+                    self.config.queue_messages_max
+                ),
+            ));
+        }
+        if self.store.payload_bytes() + message.payload.len() > self.config.stored_bytes_max {
+            return Err(ErrorReply::new(
+                429,
+                format!(
+                    "switch storage is full (limit {} payload bytes)",
+                    self.config.stored_bytes_max
+                ),
+            ));
+        }
+        let id = MessageId::new(queue.clone(), self.store.next_index());
+        self.trace.record(message_record(
+            now,
+            Some(session.clone()),
+            None,
+            &id,
+            &message,
+            None,
+        ));
+        self.emit(Event::MessageStored {
+            id: id.clone(),
+            origin: Origin::Name(session),
+            time: now,
+            message,
+        });
+        self.wake_transfers(now, &queue, id.index);
+        self.wake_traces();
+        Ok(Reply::Sent(Some(id)))
+    }
+
+    fn ack(
+        &mut self,
+        now: Timestamp,
+        session: SessionToken,
+        id: MessageId,
+    ) -> Result<Reply, ErrorReply> {
+        let stored = self
+            .store
+            .queue(&id.queue)
+            .is_some_and(|queue| queue.messages.contains_key(&id.index));
+        if stored {
+            self.emit(Event::MessageAcked { id: id.clone() });
+        }
+        self.trace.record(TraceRecord {
+            time: now,
+            input: Some(session),
+            queue: id.queue.clone(),
+            output: None,
+            message: TraceMessage::Ack(id),
+            processing_time: None,
+        });
+        self.wake_traces();
+        Ok(Reply::Empty)
+    }
+
+    fn transfer(
+        &mut self,
+        now: Timestamp,
+        connection: ConnectionId,
+        request: RequestId,
+        session: SessionToken,
+        transfer: TransferRequest,
+    ) {
+        let timeout = match self.wait_duration(transfer.timeout_s) {
+            Ok(timeout) => timeout,
+            Err(error) => return self.reply(request, connection, Reply::Error(error)),
+        };
+        let deadline = now.saturating_add(timeout);
+        let parked = ParkedTransfer {
+            connection,
+            session,
+            from: transfer.from.unwrap_or(TRANSFER_FROM_START),
+            queues: transfer.queues,
+            deadline,
+            timeout,
+        };
+        for name in &parked.queues {
+            if let Some(queue) = self.store.queue_mut(name) {
+                queue.next_transfer_expected = Some(deadline);
+            }
+        }
+        if timeout.is_zero() || self.has_messages_after(&parked.queues, parked.from) {
+            return self.finish_transfer(now, request, parked);
+        }
+        for name in &parked.queues {
+            self.transfers_by_queue
+                .entry(name.clone())
+                .or_default()
+                .insert(request);
+        }
+        self.deadlines.insert((deadline, request));
+        self.parked_by_connection.insert((connection, request));
+        self.transfers.insert(request, parked);
+    }
+
+    fn wait_duration(&self, seconds: f64) -> Result<Duration, ErrorReply> {
+        let duration = seconds_to_duration(seconds);
+        if duration > self.config.wait_timeout_max {
+            return Err(ErrorReply::new(
+                400,
+                format!(
+                    "timeout too long (limit {} s)",
+                    self.config.wait_timeout_max.as_secs_f64()
+                ),
+            ));
+        }
+        Ok(duration)
+    }
+
+    fn has_messages_after(&self, queues: &[QueueName], from: i64) -> bool {
+        queues.iter().any(|name| {
+            self.store.queue(name).is_some_and(|queue| {
+                queue
+                    .messages
+                    .range((Bound::Excluded(from), Bound::Unbounded))
+                    .next()
+                    .is_some()
+            })
+        })
+    }
+
+    fn finish_transfer(&mut self, now: Timestamp, request: RequestId, parked: ParkedTransfer) {
+        let mut messages = Vec::new();
+        let mut reply_bytes = 0usize;
+        let mut next = parked.from;
+        'queues: for name in &parked.queues {
+            let Some(queue) = self.store.queue(name) else {
+                continue;
+            };
+            for (&index, stored) in queue
+                .messages
+                .range((Bound::Excluded(parked.from), Bound::Unbounded))
+            {
+                let size = stored.message.payload.len();
+                if !messages.is_empty() && reply_bytes + size > self.config.transfer_reply_bytes_max
+                {
+                    break 'queues;
+                }
+                reply_bytes += size;
+                next = next.max(index);
+                messages.push((MessageId::new(name.clone(), index), stored.message.clone()));
+            }
+        }
+        let expected = now.saturating_add(parked.timeout);
+        for name in &parked.queues {
+            if let Some(queue) = self.store.queue_mut(name) {
+                queue.next_transfer_expected = Some(expected);
+            }
+        }
+        for (id, message) in &messages {
+            let processing_time = self.processing_time(now, message);
+            self.trace.record(message_record(
+                now,
+                None,
+                Some(parked.session.clone()),
+                id,
+                message,
+                processing_time,
+            ));
+        }
+        if !messages.is_empty() {
+            self.wake_traces();
+        }
+        self.outputs.push_back(Output::Reply {
+            request,
+            connection: parked.connection,
+            reply: Reply::Transfer(TransferReply { messages, next }),
+            after_sync: false,
+        });
+    }
+
+    /// For a response whose request is still stored: ns since the request was stored.
+    fn processing_time(&self, now: Timestamp, message: &Message) -> Option<i64> {
+        let MessageKind::Response { request } = &message.kind else {
+            return None;
+        };
+        let stored = self
+            .store
+            .queue(&request.queue)?
+            .messages
+            .get(&request.index)?;
+        Some(now.nanos_since(stored.time))
+    }
+
+    /// A message with id `index` was stored in `queue`: answer the Transfers parked on that
+    /// queue whose cursor is below it. Others are not looked at (protocol.md part A.4).
+    fn wake_transfers(&mut self, now: Timestamp, queue: &QueueName, index: i64) {
+        let Some(waiting) = self.transfers_by_queue.get(queue) else {
+            return;
+        };
+        let ready: Vec<RequestId> = waiting
+            .iter()
+            .filter(|request| self.transfers.get(request).is_some_and(|p| p.from < index))
+            .copied()
+            .collect();
+        for request in ready {
+            if let Some(parked) = self.unpark(request) {
+                self.finish_transfer(now, request, parked);
+            }
+        }
+    }
+
+    /// Removes a parked Transfer or Trace from every index. Returns the Transfer, if it was
+    /// one.
+    fn unpark(&mut self, request: RequestId) -> Option<ParkedTransfer> {
+        if let Some(trace) = self.traces.remove(&request) {
+            self.traces_by_from.remove(&(trace.from, request));
+            self.deadlines.remove(&(trace.deadline, request));
+            self.parked_by_connection
+                .remove(&(trace.connection, request));
+            return None;
+        }
+        let parked = self.transfers.remove(&request)?;
+        for name in &parked.queues {
+            if let Some(waiting) = self.transfers_by_queue.get_mut(name) {
+                waiting.remove(&request);
+                if waiting.is_empty() {
+                    self.transfers_by_queue.remove(name);
+                }
+            }
+        }
+        self.deadlines.remove(&(parked.deadline, request));
+        self.parked_by_connection
+            .remove(&(parked.connection, request));
+        Some(parked)
+    }
+
+    fn complete_parked(&mut self, now: Timestamp, request: RequestId) {
+        if let Some(trace) = self.traces.get(&request) {
+            let (connection, from) = (trace.connection, trace.from);
+            self.unpark(request);
+            let events = self.trace.events_from(from);
+            self.reply(request, connection, Reply::Trace(events));
+        } else if let Some(parked) = self.unpark(request) {
+            self.finish_transfer(now, request, parked);
+        }
+    }
+
+    fn trace(
+        &mut self,
+        now: Timestamp,
+        connection: ConnectionId,
+        request: RequestId,
+        from: i64,
+        timeout_s: f64,
+    ) {
+        let timeout = match self.wait_duration(timeout_s) {
+            Ok(timeout) => timeout,
+            Err(error) => return self.reply(request, connection, Reply::Error(error)),
+        };
+        if timeout.is_zero() || self.trace.next_id() > from {
+            let events = self.trace.events_from(from);
+            return self.reply(request, connection, Reply::Trace(events));
+        }
+        let deadline = now.saturating_add(timeout);
+        self.traces.insert(
+            request,
+            ParkedTrace {
+                connection,
+                from,
+                deadline,
+            },
+        );
+        self.traces_by_from.insert((from, request));
+        self.deadlines.insert((deadline, request));
+        self.parked_by_connection.insert((connection, request));
+    }
+
+    /// Answers the parked Trace reads that the events recorded so far satisfy.
+    fn wake_traces(&mut self) {
+        let next_id = self.trace.next_id();
+        while let Some(&(from, request)) = self.traces_by_from.first() {
+            if from >= next_id {
+                break;
+            }
+            let Some(connection) = self.traces.get(&request).map(|t| t.connection) else {
+                self.traces_by_from.remove(&(from, request));
+                continue;
+            };
+            self.unpark(request);
+            let events = self.trace.events_from(from);
+            self.reply(request, connection, Reply::Trace(events));
+        }
+    }
+
+    fn list(&self, prefix: &QueueName, alive_only: bool) -> Reply {
+        let mut names: Vec<QueueName> = self
+            .store
+            .queues_with_prefix(prefix)
+            .filter(|(_, queue)| !alive_only || queue.next_transfer_expected.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        // The reference folds over a sorted map, prepending: descending order.
+        names.reverse();
+        Reply::List(names)
+    }
+
+    fn diagnostics(&self, now: Timestamp) -> Diagnostics {
+        let mut permanent_queues = Vec::new();
+        let mut transient_queues = Vec::new();
+        for (name, queue) in self.store.queues() {
+            let shown = (name.clone(), self.queue_diagnostics(name, queue));
+            if queue.owner.is_some() {
+                transient_queues.push(shown);
+            } else {
+                permanent_queues.push(shown);
+            }
+        }
+        Diagnostics {
+            start_time: 0,
+            current_time: now.nanos_since(self.start),
+            permanent_queues,
+            transient_queues,
+        }
+    }
+
+    fn queue_diagnostics(&self, name: &QueueName, queue: &Queue) -> QueueDiagnostics {
+        QueueDiagnostics {
+            next_transfer_expected: queue
+                .next_transfer_expected
+                .map(|t| t.nanos_since(self.start)),
+            queue_contents: queue
+                .messages
+                .iter()
+                .rev()
+                .map(|(&index, stored)| {
+                    (
+                        MessageId::new(name.clone(), index),
+                        Entry {
+                            origin: stored.origin.clone(),
+                            time: stored.time.nanos_since(self.start),
+                            message: stored.message.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}

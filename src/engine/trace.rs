@@ -1,0 +1,283 @@
+//! The trace: a ring of recent events (sends, acks, transfers), bounded in entries and bytes.
+//!
+//! Recording never parses a payload (protocol.md part A.12): payloads are kept as shared
+//! buffers and only compacted the reference's way (JSON strings cut to `truncate` bytes plus
+//! `…`) when someone reads the trace.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::protocol::json::{self, Value};
+use crate::protocol::{Message, MessageId, QueueName, SessionToken, TraceEvent, TraceMessage};
+
+use super::time::Timestamp;
+
+/// Payloads longer than this are cut when recorded instead of being kept whole for read-time
+/// JSON compaction, so that one huge message cannot pin megabytes in the ring.
+pub const TRACE_PAYLOAD_KEPT_BYTES_MAX: usize = 64 * 1024;
+
+/// Fixed per-event overhead counted against the byte budget, beyond payload and names.
+const EVENT_OVERHEAD_BYTES: usize = 96;
+
+/// What a recorded event is about, before compaction.
+#[derive(Clone, Debug)]
+pub struct TraceRecord {
+    /// When it happened.
+    pub time: Timestamp,
+    /// The sending session.
+    pub input: Option<SessionToken>,
+    /// The queue concerned.
+    pub queue: QueueName,
+    /// The receiving session.
+    pub output: Option<SessionToken>,
+    /// The message or ack.
+    pub message: TraceMessage,
+    /// ns from a request being stored to its response being delivered.
+    pub processing_time: Option<i64>,
+}
+
+struct Recorded {
+    record: TraceRecord,
+    /// The payload was cut when recorded, so it is shown as is.
+    payload_cut: bool,
+    bytes: usize,
+}
+
+/// The bounded ring of trace events.
+pub struct TraceRing {
+    events: VecDeque<(i64, Recorded)>,
+    next_id: i64,
+    bytes: usize,
+    entries_max: usize,
+    bytes_max: usize,
+    truncate_bytes: usize,
+}
+
+impl TraceRing {
+    /// An empty ring keeping at most `entries_max` events and about `bytes_max` bytes; strings
+    /// of at least `truncate_bytes` bytes are cut when read.
+    pub fn new(entries_max: usize, bytes_max: usize, truncate_bytes: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            next_id: 0,
+            bytes: 0,
+            entries_max: entries_max.max(1),
+            bytes_max,
+            truncate_bytes,
+        }
+    }
+
+    /// The id the next recorded event will get (the number of events ever recorded).
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
+    /// Bytes currently held, as counted against the budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Events currently held.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Records an event, evicting the oldest ones beyond the bounds (the newest is always
+    /// kept).
+    pub fn record(&mut self, mut record: TraceRecord) {
+        let mut payload_cut = false;
+        if let TraceMessage::Message(_, message) = &mut record.message {
+            if message.payload.len() > TRACE_PAYLOAD_KEPT_BYTES_MAX {
+                message.payload = Bytes::from(cut(&message.payload, self.truncate_bytes));
+                payload_cut = true;
+            }
+        }
+        let payload_bytes = match &record.message {
+            TraceMessage::Message(_, message) => message.payload.len(),
+            TraceMessage::Ack(_) => 0,
+        };
+        let bytes = EVENT_OVERHEAD_BYTES
+            + payload_bytes
+            + record.queue.len()
+            + record.input.as_ref().map_or(0, SessionToken::len)
+            + record.output.as_ref().map_or(0, SessionToken::len);
+        self.bytes += bytes;
+        self.events.push_back((
+            self.next_id,
+            Recorded {
+                record,
+                payload_cut,
+                bytes,
+            },
+        ));
+        self.next_id += 1;
+        while self.events.len() > 1
+            && (self.events.len() > self.entries_max || self.bytes > self.bytes_max)
+        {
+            if let Some((_, evicted)) = self.events.pop_front() {
+                self.bytes -= evicted.bytes;
+            }
+        }
+    }
+
+    /// Every held event with an id ≥ `from`, ascending, with payloads compacted as the
+    /// reference shows them.
+    pub fn events_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
+        let first_held = self.events.front().map_or(self.next_id, |(id, _)| *id);
+        let skip = usize::try_from(from.saturating_sub(first_held)).unwrap_or(0);
+        self.events
+            .iter()
+            .skip(skip)
+            .map(|(id, recorded)| (*id, self.render(recorded)))
+            .collect()
+    }
+
+    fn render(&self, recorded: &Recorded) -> TraceEvent {
+        let record = &recorded.record;
+        let message = match &record.message {
+            TraceMessage::Message(id, message) if !recorded.payload_cut => TraceMessage::Message(
+                id.clone(),
+                Message {
+                    payload: Bytes::from(compact_payload(&message.payload, self.truncate_bytes)),
+                    kind: message.kind.clone(),
+                },
+            ),
+            other => other.clone(),
+        };
+        TraceEvent {
+            time: record.time.unix_seconds(),
+            input: record.input.clone(),
+            queue: record.queue.clone(),
+            output: record.output.clone(),
+            message,
+            processing_time: record.processing_time,
+        }
+    }
+}
+
+/// A trace record for a message.
+pub fn message_record(
+    time: Timestamp,
+    input: Option<SessionToken>,
+    output: Option<SessionToken>,
+    id: &MessageId,
+    message: &Message,
+    processing_time: Option<i64>,
+) -> TraceRecord {
+    TraceRecord {
+        time,
+        input,
+        queue: id.queue.clone(),
+        output,
+        message: TraceMessage::Message(id.clone(), message.clone()),
+        processing_time,
+    }
+}
+
+/// The reference's compaction: a payload that parses as JSON is re-serialised with every
+/// string and object key of at least `truncate` bytes cut to `truncate` bytes plus `…`; any
+/// other payload is cut the same way as one string.
+pub fn compact_payload(payload: &[u8], truncate: usize) -> Vec<u8> {
+    match json::parse(payload) {
+        Ok(value) => {
+            let mut out = Vec::with_capacity(payload.len().min(truncate * 4));
+            write_compacted(&mut out, &value, truncate);
+            out
+        }
+        Err(_) => cut(payload, truncate),
+    }
+}
+
+fn cut(bytes: &[u8], truncate: usize) -> Vec<u8> {
+    if bytes.len() < truncate {
+        return bytes.to_vec();
+    }
+    let mut out = bytes[..truncate].to_vec();
+    out.extend_from_slice("…".as_bytes());
+    out
+}
+
+fn write_compacted(out: &mut Vec<u8>, value: &Value, truncate: usize) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(n) => json::write_int(out, *n),
+        Value::IntLiteral(text) => out.extend_from_slice(text.as_bytes()),
+        Value::Float(f) => json::write_float(out, *f),
+        Value::String(s) => json::write_string(out, &cut(s, truncate)),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_compacted(out, item, truncate);
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            out.push(b'{');
+            for (index, (key, item)) in members.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                json::write_string(out, &cut(key, truncate));
+                out.push(b':');
+                write_compacted(out, item, truncate);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(queue: &str) -> TraceRecord {
+        TraceRecord {
+            time: Timestamp::default(),
+            input: None,
+            queue: queue.into(),
+            output: None,
+            message: TraceMessage::Ack(MessageId::new(queue.into(), 0)),
+            processing_time: None,
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_in_entries_and_bytes() {
+        let mut ring = TraceRing::new(3, 10_000, 256);
+        for _ in 0..5 {
+            ring.record(ack("q"));
+        }
+        assert_eq!(ring.event_count(), 3);
+        assert_eq!(ring.next_id(), 5);
+        let ids: Vec<i64> = ring.events_from(0).iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [2, 3, 4]);
+        assert_eq!(ring.events_from(4).len(), 1);
+        assert_eq!(ring.events_from(5).len(), 0);
+
+        let mut small = TraceRing::new(100, 2 * EVENT_OVERHEAD_BYTES + 10, 256);
+        for _ in 0..5 {
+            small.record(ack("q"));
+        }
+        assert_eq!(small.event_count(), 2);
+        assert!(small.bytes() <= 2 * EVENT_OVERHEAD_BYTES + 10);
+    }
+
+    #[test]
+    fn compaction_matches_the_reference() {
+        assert_eq!(compact_payload(b"abcdef", 3), "abc…".as_bytes());
+        assert_eq!(compact_payload(b"ab", 3), b"ab");
+        assert_eq!(compact_payload(b"abc", 3), "abc…".as_bytes());
+        assert_eq!(
+            compact_payload(
+                br#"{ "method" : "VM.start", "params": [1, 2.0, "xyzw"] }"#,
+                4
+            ),
+            r#"{"meth…":"VM.s…","para…":[1,2.0,"xyzw…"]}"#.as_bytes()
+        );
+    }
+}

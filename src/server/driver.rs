@@ -1,0 +1,181 @@
+//! The one owner of the engine: a task fed by a bounded channel. It stamps every input with
+//! the time, drains the engine's outputs, sends replies back to the waiting HTTP handlers and
+//! arms the engine's timer.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::engine::{ConnectionId, Engine, EngineStats, Output, RequestId, Timestamp};
+use crate::protocol::{Reply, Request};
+
+/// Inputs from the HTTP shell (and the operator) to the driver.
+pub(crate) enum Command {
+    Connect(ConnectionId),
+    Request {
+        connection: ConnectionId,
+        request: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    Disconnect(ConnectionId),
+    Stats(oneshot::Sender<EngineStats>),
+    Shutdown,
+}
+
+/// Inputs handled per wake-up before outputs are flushed, so that a burst shares one pass
+/// (and, with a journal, one sync).
+const BATCH_MAX: usize = 256;
+
+/// Maps the tokio clock (virtual under turmoil and in paused tests) to Unix time, anchored at
+/// one wall-clock reading taken when the switch starts.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock {
+    anchor: Instant,
+    anchor_time: Timestamp,
+}
+
+impl Clock {
+    pub(crate) fn new(anchor_time: Timestamp) -> Self {
+        Self {
+            anchor: Instant::now(),
+            anchor_time,
+        }
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.anchor_time.saturating_add(self.anchor.elapsed())
+    }
+
+    fn instant_of(&self, time: Timestamp) -> Instant {
+        self.anchor + self.anchor_time.duration_until(time)
+    }
+}
+
+pub(crate) struct Driver {
+    engine: Engine,
+    clock: Clock,
+    commands: mpsc::Receiver<Command>,
+    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>)>,
+    /// The requests each connection has in flight (hyper serves one at a time per connection,
+    /// so these stay tiny); used to forget them when the connection closes.
+    pending_by_connection: HashMap<ConnectionId, Vec<RequestId>>,
+    next_request: u64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        engine: Engine,
+        clock: Clock,
+        commands: mpsc::Receiver<Command>,
+        shutdown: watch::Sender<bool>,
+    ) -> Self {
+        Self {
+            engine,
+            clock,
+            commands,
+            pending: HashMap::new(),
+            pending_by_connection: HashMap::new(),
+            next_request: 0,
+            shutdown,
+        }
+    }
+
+    /// Runs until every sender of commands is gone.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_of(t));
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return };
+                    self.handle(command);
+                    for _ in 1..BATCH_MAX {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.handle(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until_or_forever(deadline) => {
+                    self.engine.handle_timeout(self.clock.now());
+                }
+            }
+            self.flush();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Connect(connection) => self.engine.handle_connect(connection),
+            Command::Request {
+                connection,
+                request,
+                reply,
+            } => {
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.pending.insert(id, (connection, reply));
+                self.pending_by_connection
+                    .entry(connection)
+                    .or_default()
+                    .push(id);
+                self.engine.handle_request(now, connection, id, request);
+            }
+            Command::Disconnect(connection) => {
+                self.engine.handle_disconnect(now, connection);
+                for request in self
+                    .pending_by_connection
+                    .remove(&connection)
+                    .unwrap_or_default()
+                {
+                    self.pending.remove(&request);
+                }
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.engine.stats());
+            }
+            Command::Shutdown => self.begin_shutdown(),
+        }
+        // Replies are released as they come: without a journal there is nothing to wait for.
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Persist(_) => {}
+                Output::Reply { request, reply, .. } => {
+                    if let Some((connection, waiter)) = self.pending.remove(&request) {
+                        if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
+                            in_flight.retain(|r| *r != request);
+                            if in_flight.is_empty() {
+                                self.pending_by_connection.remove(&connection);
+                            }
+                        }
+                        // The handler may be gone (client disconnected); nothing to do then.
+                        let _ = waiter.send(reply);
+                    }
+                }
+                Output::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        tracing::info!("shutting down");
+        self.engine.handle_shutdown(self.clock.now());
+        self.shutdown.send_replace(true);
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,195 @@
+//! One HTTP/1.1 connection: hyper parses requests, this module routes them, hands the
+//! resulting command to the driver and encodes its reply. No business rules live here.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, HOST};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+
+use super::driver::Command;
+use super::Shared;
+use crate::engine::ConnectionId;
+use crate::protocol::{Reply, Request, RouteError};
+
+/// The reference's body for a request that failed while being handled (cohttp's text).
+const INTERNAL_ERROR: &str = "Error: Internal Server Error";
+
+/// Serves one accepted connection until the peer closes it or the switch shuts down, then
+/// tells the driver, which cleans up the connection's session.
+pub(crate) async fn serve_connection<Io>(shared: Arc<Shared>, io: Io)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = ConnectionId(shared.next_connection.fetch_add(1, Ordering::Relaxed));
+    let open = shared.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let _open_guard = OpenGuard(shared.clone());
+    let over_limit = open > shared.config.connections_max;
+    if !over_limit
+        && shared
+            .commands
+            .send(Command::Connect(connection))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, connection, over_limit, request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    // Sessions live on connections, so idle keep-alive connections must never be timed out,
+    // and a blocked Transfer must notice the peer's EOF at once (no half-close).
+    builder
+        .keep_alive(!over_limit)
+        .half_close(false)
+        .header_read_timeout(None)
+        .auto_date_header(false);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    let stopping = async move {
+        // The guard `wait_for` returns must not live across the await below.
+        let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
+    };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(error) = result {
+        // A peer that goes away mid-request is routine for a long-poll server.
+        tracing::debug!(connection = connection.0, %error, "connection ended with an error");
+    }
+    if !over_limit {
+        let _ = shared.commands.send(Command::Disconnect(connection)).await;
+    }
+}
+
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let before = self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    connection: ConnectionId,
+    over_limit: bool,
+    request: hyper::Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if over_limit {
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many open connections (limit {})",
+                shared.config.connections_max
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, shared.config.body_bytes_max).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let path = parts.uri.path();
+    let request = match Request::route(parts.method.as_str(), path, body) {
+        Ok(request) => request,
+        Err(RouteError::NotFound) => {
+            let host = parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            return text(StatusCode::NOT_FOUND, format!("Not found: //{host}{path}"));
+        }
+        Err(RouteError::Malformed(detail)) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{INTERNAL_ERROR}: {detail}"),
+            );
+        }
+    };
+    if let Request::Web(_) = request {
+        return text(
+            StatusCode::NOT_FOUND,
+            "Not found: the web console is not built in",
+        );
+    }
+    let (reply_sender, reply_receiver) = oneshot::channel();
+    let command = Command::Request {
+        connection,
+        request,
+        reply: reply_sender,
+    };
+    if shared.commands.send(command).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the switch is shutting down",
+        );
+    }
+    match reply_receiver.await {
+        Ok(reply) => encode(&reply),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the switch is shutting down",
+        ),
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes with 413.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large (limit {limit} bytes)"),
+        )
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {error}"),
+        )),
+    }
+}
+
+fn encode(reply: &Reply) -> Response<Full<Bytes>> {
+    let (status, body) = reply.encode();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response
+}

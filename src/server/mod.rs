@@ -1,0 +1,238 @@
+//! The thin hyper shell around the engine.
+//!
+//! [`Switch::start`] spawns the driver task, the one owner of the [`Engine`]. Each
+//! [`Switch::serve`] spawns an accept loop for one listener (TCP, Unix socket, or turmoil's
+//! simulated TCP: anything implementing [`Listener`]); each accepted connection is served by
+//! hyper's HTTP/1.1 server, whose handler routes the request and sends it to the driver over
+//! a bounded channel, then encodes the reply it gets back.
+//!
+//! Only `tokio::time` is used for time, so the same code runs in virtual time under turmoil
+//! and in paused-clock tests; a wall-clock reading is taken once at start-up unless the
+//! configuration supplies the start time.
+
+mod driver;
+mod http;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::engine::{self, Engine, EngineStats, Timestamp};
+use driver::{Clock, Command, Driver};
+
+/// Server configuration: the engine's limits plus the shell's own.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The engine's limits.
+    pub engine: engine::Config,
+    /// Largest request body accepted; larger ones get 413.
+    pub body_bytes_max: usize,
+    /// Most connections open at once; further ones get 429 and are closed.
+    pub connections_max: usize,
+    /// Requests queued for the engine before handlers wait (back-pressure).
+    pub command_queue_len: usize,
+    /// How long a shutdown waits for in-flight requests before giving up on them.
+    pub drain_timeout: Duration,
+    /// The switch's start time. `None` reads the wall clock once at start; the simulation
+    /// passes a fixed time so that runs are reproducible.
+    pub start_time: Option<Timestamp>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            engine: engine::Config::default(),
+            body_bytes_max: 64 << 20,
+            connections_max: 10_000,
+            command_queue_len: 4096,
+            drain_timeout: Duration::from_secs(5),
+            start_time: None,
+        }
+    }
+}
+
+/// A source of connections.
+pub trait Listener: Send + 'static {
+    /// The connection type.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<Self::Io> {
+        let (stream, _) = TcpListener::accept(self).await?;
+        // Small request/response exchanges: do not let Nagle delay them.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Io = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<Self::Io> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// A running switch. Cloning gives another handle to the same switch.
+#[derive(Clone)]
+pub struct Switch {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: Config,
+    commands: mpsc::Sender<Command>,
+    shutdown: watch::Receiver<bool>,
+    next_connection: AtomicU64,
+    open_connections: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Switch {
+    /// Starts the engine's driver on the current tokio runtime. The switch serves nothing
+    /// until [`Switch::serve`] is given a listener.
+    pub fn start(config: Config) -> Switch {
+        let start_time = config.start_time.unwrap_or_else(wall_clock_now);
+        let engine = Engine::new(config.engine.clone(), start_time);
+        let (commands, receiver) = mpsc::channel(config.command_queue_len.max(1));
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let driver = Driver::new(engine, Clock::new(start_time), receiver, shutdown_sender);
+        tokio::spawn(driver.run());
+        Switch {
+            shared: Arc::new(Shared {
+                config,
+                commands,
+                shutdown,
+                next_connection: AtomicU64::new(0),
+                open_connections: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Accepts connections from `listener` until the switch shuts down. Accept errors (such
+    /// as running out of file descriptors) are logged and retried after a short pause.
+    pub fn serve<L: Listener>(&self, mut listener: L) -> JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut shutdown = shared.shutdown.clone();
+            loop {
+                tokio::select! {
+                    _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(io) => {
+                            tokio::spawn(http::serve_connection(shared.clone(), io));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        })
+    }
+
+    /// Begins a graceful shutdown, as `POST /shutdown` does: stop accepting, answer parked
+    /// requests and what is in flight, close connections.
+    pub fn shutdown(&self) {
+        let commands = self.shared.commands.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(Command::Shutdown).await;
+        });
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Resolves once a shutdown has begun and every connection has closed, or the drain
+    /// timeout has passed since the shutdown began.
+    pub async fn stopped(&self) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
+        let drained = async {
+            loop {
+                let notified = self.shared.all_closed.notified();
+                if self.shared.open_connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(self.shared.config.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: gave up waiting for connections to close");
+        }
+    }
+
+    /// The engine's bookkeeping counts, or `None` if the driver has stopped.
+    pub async fn stats(&self) -> Option<EngineStats> {
+        let (sender, receiver) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Stats(sender))
+            .await
+            .ok()?;
+        receiver.await.ok()
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Acquire)
+    }
+}
+
+/// Binds a Unix socket at `path` with permissions `mode`. A stale socket file left by a
+/// process that died is replaced; a live one (something accepts connections on it) or a
+/// file that is not a socket is an error, so one switch cannot silently steal another's path.
+pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another process is listening on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// The wall clock, read once at start-up (outside the simulation).
+fn wall_clock_now() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
+}
