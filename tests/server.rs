@@ -1,0 +1,482 @@
+//! Integration tests over real sockets (TCP on port 0 and a Unix socket in a temp dir), with a
+//! raw HTTP/1.1 client that writes the bytes the OCaml clients write and reads the exact
+//! bytes the switch answers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+use message_switch::engine::{self, Timestamp};
+use message_switch::server::{bind_unix, Config, Switch};
+
+/// A fixed start time makes message ids (which derive from it) reproducible.
+const START: i64 = 1_700_000_000_000_000_000;
+
+fn config() -> Config {
+    Config {
+        start_time: Some(Timestamp::from_unix_nanos(START)),
+        ..Config::default()
+    }
+}
+
+async fn tcp_switch(config: Config) -> (Switch, String) {
+    let switch = Switch::start(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    switch.serve(listener);
+    (switch, address)
+}
+
+async fn unix_switch(config: Config) -> (Switch, tempfile::TempDir, PathBuf) {
+    let switch = Switch::start(config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sock");
+    switch.serve(bind_unix(&path, 0o600).await.unwrap());
+    (switch, dir, path)
+}
+
+/// One raw HTTP/1.1 connection.
+struct Raw<S> {
+    stream: S,
+    buffer: Vec<u8>,
+}
+
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn tcp(address: &str) -> Raw<TcpStream> {
+    Raw::new(TcpStream::connect(address).await.unwrap())
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Writes a request as cohttp 4 does (alphabetical headers, always a content-length).
+    async fn write(&mut self, method: &str, path: &str, body: &[u8]) {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nconnection: keep-alive\r\ncontent-length: {}\r\nhost: localhost\r\nuser-agent: cohttp\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.stream.write_all(&request).await.unwrap();
+    }
+
+    async fn read(&mut self) -> Response {
+        let head_end = loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            self.fill().await;
+        };
+        let head = String::from_utf8(self.buffer[..head_end].to_vec()).unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .expect("every response carries content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        while self.buffer.len() < head_end + length {
+            self.fill().await;
+        }
+        let body = self.buffer[head_end..head_end + length].to_vec();
+        self.buffer.drain(..head_end + length);
+        let status = head[9..12].parse().unwrap();
+        Response { status, head, body }
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed by the switch");
+        self.buffer.extend_from_slice(&chunk[..n]);
+    }
+
+    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> Response {
+        self.write(method, path, body).await;
+        self.read().await
+    }
+
+    async fn get(&mut self, path: &str) -> Response {
+        self.call("GET", path, b"").await
+    }
+
+    async fn login(&mut self, token: &str) {
+        assert_eq!(self.get(&format!("/login/{token}")).await.status, 200);
+    }
+
+    /// True once the switch has closed this connection.
+    async fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// Replaces the digits after `"key":` with `[key]`, for fields that depend on elapsed time.
+fn redact(text: &str, keys: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for key in keys {
+        let pattern = format!("\"{key}\":");
+        let mut result = String::new();
+        let mut rest = out.as_str();
+        while let Some(position) = rest.find(&pattern) {
+            let value_start = position + pattern.len();
+            result.push_str(&rest[..value_start]);
+            let value_len = rest[value_start..]
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+                .unwrap_or(rest.len() - value_start);
+            result.push_str(&format!("[{key}]"));
+            rest = &rest[value_start + value_len..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+/// Runs the same scripted session and returns a transcript of every exchange, byte for byte
+/// (with elapsed-time fields redacted).
+async fn transcript<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) -> String {
+    let script: &[(&str, &str, &[u8])] = &[
+        ("GET", "/persistent/foo", b""),
+        ("GET", "/login/message-cli:42", b""),
+        ("GET", "/persistent/foo", b""),
+        ("GET", "/transient/message-cli:42", b""),
+        ("GET", "/persistent/reply%20to", b""),
+        ("POST", "/request/foo/message-cli:42", b"hello"),
+        (
+            "POST",
+            "/request/foo/message-cli:42",
+            b"\"q\"\\\n\x01\x7f\xff",
+        ),
+        ("POST", "/request/missing/message-cli:42", b"dropped"),
+        ("POST", "/transfer", br#"{"timeout":0.0,"queues":["foo"]}"#),
+        (
+            "POST",
+            "/transfer",
+            br#"{"from":"1700000000000000","timeout":0,"queues":["foo","missing"]}"#,
+        ),
+        (
+            "POST",
+            "/response/message-cli:42/foo/1700000000000000",
+            b"world",
+        ),
+        (
+            "POST",
+            "/transfer",
+            br#"{"timeout":0.0,"queues":["message-cli:42"]}"#,
+        ),
+        ("GET", "/ack/foo/1700000000000000", b""),
+        ("GET", "/ack/foo/1700000000000000", b""),
+        ("GET", "/list/", b""),
+        ("GET", "/list/alive/", b""),
+        ("GET", "/list/alive", b""),
+        ("GET", "/list/m", b""),
+        ("GET", "/", b""),
+        ("GET", "/trace/0/0", b""),
+        ("GET", "/trace/100/0", b""),
+        ("GET", "/destroy/reply%20to", b""),
+        ("GET", "/destroy/never-existed", b""),
+        ("GET", "/ack/foo/notanumber", b""),
+        ("POST", "/response/message-cli:42/foo/x", b""),
+        ("POST", "/transfer", b"{not json"),
+        (
+            "POST",
+            "/transfer",
+            br#"{"from":null,"timeout":1,"queues":[]}"#,
+        ),
+        ("GET", "/trace/x/1", b""),
+        ("GET", "/nothing/here", b""),
+        ("GET", "/list", b""),
+        ("POST", "/login/x", b""),
+        ("PUT", "/", b""),
+        ("POST", "/shutdown", b"not empty"),
+        ("GET", "/list/", b""),
+    ];
+    let mut out = String::new();
+    for (method, path, body) in script {
+        let response = raw.call(method, path, body).await;
+        let text = String::from_utf8_lossy(&response.body);
+        let redacted = redact(
+            &text,
+            &[
+                "current_time",
+                "time",
+                "next_transfer_expected",
+                "processing_time",
+            ],
+        );
+        // The length of a body with elapsed times in it varies with their digits.
+        let head = if redacted == text {
+            response.head.clone()
+        } else {
+            response.head.replace(
+                &format!("content-length: {}", response.body.len()),
+                "content-length: [len]",
+            )
+        };
+        out.push_str(&format!(
+            ">>> {method} {path} {}\n{head}{redacted}\n\n",
+            String::from_utf8_lossy(body).escape_debug(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_answers_byte_exactly_over_tcp_and_unix() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let over_tcp = transcript(&mut tcp(&address).await).await;
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("server_route_transcript", over_tcp);
+    });
+    let (_switch, _dir, path) = unix_switch(config()).await;
+    let over_unix = transcript(&mut Raw::new(UnixStream::connect(&path).await.unwrap())).await;
+    assert_eq!(over_tcp, over_unix, "TCP and the Unix socket answer alike");
+}
+
+#[tokio::test]
+async fn errors_leave_the_connection_working() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut raw = tcp(&address).await;
+    let response = raw.get("/persistent/q").await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (404, "Please log in.")
+    );
+    raw.login("a").await;
+    assert_eq!(raw.get("/ack/q/zz").await.status, 500);
+    assert_eq!(raw.call("POST", "/transfer", b"]").await.status, 500);
+    let not_found = raw.get("/what").await;
+    assert_eq!(
+        (not_found.status, not_found.text().as_str()),
+        (404, "Not found: //localhost/what")
+    );
+    assert_eq!(raw.get("/persistent/q").await.text(), "q");
+}
+
+#[tokio::test]
+async fn a_blocked_transfer_wakes_for_its_queue_only_and_never_blocks_others() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut sender = tcp(&address).await;
+    sender.login("sender").await;
+    sender.get("/persistent/wanted").await;
+    sender.get("/persistent/other").await;
+    let mut listener = tcp(&address).await;
+    listener.login("listener").await;
+    listener
+        .write(
+            "POST",
+            "/transfer",
+            br#"{"timeout":20.0,"queues":["wanted"]}"#,
+        )
+        .await;
+    // Other connections keep working while the transfer is blocked.
+    assert_eq!(
+        sender
+            .call("POST", "/request/other/r", b"not for you")
+            .await
+            .status,
+        200
+    );
+    let early = tokio::time::timeout(Duration::from_millis(300), listener.read()).await;
+    assert!(
+        early.is_err(),
+        "a send to another queue must not wake the transfer"
+    );
+    sender.call("POST", "/request/wanted/r", b"for you").await;
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.read())
+        .await
+        .expect("the send to its queue wakes the transfer");
+    assert!(
+        woken.text().contains("\"payload\":\"for you\""),
+        "{}",
+        woken.text()
+    );
+    assert!(!woken.text().contains("not for you"));
+}
+
+#[tokio::test]
+async fn a_transient_queue_lives_while_its_session_has_a_connection() {
+    let (switch, address) = tcp_switch(config()).await;
+    let mut observer = tcp(&address).await;
+    observer.login("observer").await;
+    let mut first = tcp(&address).await;
+    first.login("client").await;
+    first.get("/transient/client-reply").await;
+    let mut second = tcp(&address).await;
+    second.login("client").await;
+    drop(first);
+    // Give the switch time to process the first close; the queue must survive it.
+    wait_for_connections(&switch, 2).await;
+    assert_eq!(observer.get("/list/").await.text(), r#"["client-reply"]"#);
+    // The last connection closes while blocked in a transfer: cleanup must not wait for
+    // the transfer's 30 s timeout.
+    second
+        .write(
+            "POST",
+            "/transfer",
+            br#"{"timeout":30.0,"queues":["client-reply"]}"#,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if observer.get("/list/").await.text() == "[]" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "transient queue not cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = switch.stats().await.unwrap();
+    assert_eq!((stats.parked_transfers, stats.sessions), (0, 1));
+}
+
+async fn wait_for_connections(switch: &Switch, open: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while switch.stats().await.unwrap().connections != open {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keep_alive_connections_are_never_timed_out() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut raw = tcp(&address).await;
+    raw.login("idle").await;
+    // Far beyond hyper's 30 s header-read default, in paused (auto-advancing) time.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!raw.is_closed().await);
+    assert_eq!(raw.get("/persistent/still-here").await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_too_many_connections_get_4xx() {
+    let (_switch, address) = tcp_switch(Config {
+        body_bytes_max: 16,
+        connections_max: 2,
+        ..config()
+    })
+    .await;
+    let mut raw = tcp(&address).await;
+    raw.login("a").await;
+    raw.get("/persistent/q").await;
+    let response = raw.call("POST", "/request/q/r", &[b'x'; 17]).await;
+    assert_eq!(response.status, 413);
+    assert!(response.text().contains("limit 16 bytes"));
+    let mut second = tcp(&address).await;
+    assert_eq!(second.get("/").await.status, 200);
+    let mut third = tcp(&address).await;
+    let refused = third.get("/").await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.text().starts_with("too many open connections"));
+    assert!(third.is_closed().await);
+}
+
+#[tokio::test]
+async fn megabyte_payloads_survive_intact() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut raw = tcp(&address).await;
+    raw.login("a").await;
+    raw.get("/persistent/big").await;
+    let payload: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        raw.call("POST", "/request/big/r", &payload).await.status,
+        200
+    );
+    let body = raw
+        .call("POST", "/transfer", br#"{"timeout":0,"queues":["big"]}"#)
+        .await
+        .body;
+    let reply = message_switch::protocol::TransferReply::decode(&body).unwrap();
+    assert_eq!(&reply.messages[0].1.payload[..], &payload[..]);
+}
+
+#[tokio::test]
+async fn shutdown_answers_parked_transfers_and_stops() {
+    let (switch, address) = tcp_switch(config()).await;
+    let mut parked = tcp(&address).await;
+    parked.login("p").await;
+    parked
+        .write("POST", "/transfer", br#"{"timeout":30.0,"queues":["q"]}"#)
+        .await;
+    let mut admin = tcp(&address).await;
+    admin.login("admin").await;
+    let response = admin.call("POST", "/shutdown", b"").await;
+    assert_eq!((response.status, response.body.len()), (200, 0));
+    let answered = tokio::time::timeout(Duration::from_secs(5), parked.read())
+        .await
+        .expect("a parked transfer is answered at shutdown");
+    assert_eq!(answered.text(), r#"{"messages":[],"next":"-1"}"#);
+    tokio::time::timeout(Duration::from_secs(10), switch.stopped())
+        .await
+        .expect("the switch stops");
+    assert!(TcpStream::connect(&address).await.is_err() || parked.is_closed().await);
+}
+
+#[tokio::test]
+async fn a_live_socket_path_is_not_stolen_but_a_stale_one_is_replaced() {
+    let (_switch, dir, path) = unix_switch(config()).await;
+    let error = bind_unix(&path, 0o600).await.unwrap_err();
+    assert!(error.to_string().contains("another process"), "{error}");
+    let stale = dir.path().join("stale");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let listener = bind_unix(&stale, 0o600).await.unwrap();
+    drop(listener);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let not_socket = dir.path().join("file");
+    std::fs::write(&not_socket, b"x").unwrap();
+    assert!(bind_unix(&not_socket, 0o600).await.is_err());
+}
+
+#[tokio::test]
+async fn trace_long_poll_is_woken_by_a_send() {
+    let (_switch, address) = tcp_switch(Config {
+        engine: engine::Config {
+            trace_entries_max: 4,
+            ..engine::Config::default()
+        },
+        ..config()
+    })
+    .await;
+    let mut tail = tcp(&address).await;
+    tail.write("GET", "/trace/0/20", b"").await;
+    let mut sender = tcp(&address).await;
+    sender.login("s").await;
+    sender.get("/persistent/q").await;
+    sender.call("POST", "/request/q/r", b"traced").await;
+    let response = tokio::time::timeout(Duration::from_secs(5), tail.read())
+        .await
+        .expect("the trace read is woken");
+    assert!(response.text().contains("traced"), "{}", response.text());
+}
