@@ -56,6 +56,12 @@ macro_rules! byte_name {
             }
         }
 
+        impl From<Vec<u8>> for $type {
+            fn from(bytes: Vec<u8>) -> Self {
+                Self(Bytes::from(bytes))
+            }
+        }
+
         impl From<String> for $type {
             fn from(text: String) -> Self {
                 Self(Bytes::from(text))
