@@ -14,7 +14,11 @@ pub(crate) struct Backoff {
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
         let max = max.max(min);
-        Self { min, max, next: min }
+        Self {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// Sleeps for the current delay, then doubles it (capped).
@@ -41,7 +45,10 @@ mod tests {
         backoff.wait().await;
         backoff.wait().await;
         backoff.wait().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(100 + 200 + 350 + 350));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(100 + 200 + 350 + 350)
+        );
         backoff.reset();
         let start = tokio::time::Instant::now();
         backoff.wait().await;

@@ -145,7 +145,9 @@ impl Connection {
     /// `GET /persistent/NAME`: creates a queue that outlives sessions (no-op if it exists).
     /// Returns the name the switch answered with (the name itself).
     pub async fn create_persistent(&mut self, name: &QueueName) -> Result<QueueName, Error> {
-        let body = self.execute(&Request::CreatePersistent(name.clone())).await?;
+        let body = self
+            .execute(&Request::CreatePersistent(name.clone()))
+            .await?;
         Ok(QueueName::new(body))
     }
 
@@ -396,7 +398,8 @@ mod tests {
                 .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 14\r\n\r\nPlease log in.")
                 .await
                 .unwrap();
-            (login, transfer, send)
+            // Keep the pipe open: the connection must stay usable after a 404.
+            (login, transfer, send, server)
         });
         connection.login(&"message-cli:42".into()).await.unwrap();
         let reply = connection
@@ -412,16 +415,18 @@ mod tests {
             matches!(&error, Error::Status { status: 404, text } if text == "Please log in."),
             "{error:?}"
         );
-        assert!(connection.is_usable(), "a 404 does not break the connection");
-
-        let (login, transfer, send) = server.await.unwrap();
+        let (login, transfer, send, _pipe) = server.await.unwrap();
+        assert!(
+            connection.is_usable(),
+            "a 404 does not break the connection"
+        );
         let login = String::from_utf8(login).unwrap();
         assert!(login.starts_with("GET /login/message-cli:42 HTTP/1.1\r\n"));
         assert!(login.contains("content-length: 0\r\n"));
         assert!(login.contains("host: localhost\r\n"));
         let transfer = String::from_utf8(transfer).unwrap();
         assert!(transfer.starts_with("POST /transfer HTTP/1.1\r\n"));
-        assert!(transfer.contains("content-length: 46\r\n"));
+        assert!(transfer.contains("content-length: 44\r\n"));
         assert!(transfer.ends_with("\r\n\r\n{\"timeout\":30.0,\"queues\":[\"message-cli:42\"]}"));
         let send = String::from_utf8(send).unwrap();
         assert!(send.starts_with("POST /request/a%20b/r HTTP/1.1\r\n"));
@@ -461,7 +466,10 @@ mod tests {
 
     #[test]
     fn status_text_is_one_bounded_line() {
-        assert_eq!(status_text(b"Error: Internal Server Error"), "Error: Internal Server Error");
+        assert_eq!(
+            status_text(b"Error: Internal Server Error"),
+            "Error: Internal Server Error"
+        );
         assert_eq!(status_text(b"a\r\nb\n"), "a  b");
         assert_eq!(status_text(&[b'x'; 1000]).len(), 200);
     }

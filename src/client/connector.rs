@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+#[cfg(unix)]
 use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -1,0 +1,416 @@
+//! `message-cli`: talk to a message switch from the command line (list queues, make and serve
+//! RPCs, inspect the switch). The output of `list`, `diagnostics`, `tail` and `mscgen` is
+//! that of the original OCaml `message-cli`, with its cosmetic bugs fixed (see
+//! `message_switch::client::format`).
+
+use std::io::{IsTerminal, Read, Write};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
+
+use message_switch::client::{
+    self, default_token, format, CallOptions, Client, ClientConfig, Connection, Connector,
+    Incoming, ServeOptions, TcpConnector, UnixConnector,
+};
+use message_switch::protocol::{numbers, MessageId, QueueName};
+
+/// Interact with a message switch.
+#[derive(Debug, Parser)]
+#[command(name = "message-cli", version, propagate_version = true)]
+struct Cli {
+    /// TCP address of the switch.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:8080"
+    )]
+    addr: String,
+
+    /// Connect to the switch's Unix socket at SOCK instead of --addr.
+    #[arg(long, global = true, value_name = "SOCK")]
+    path: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the queues that have a listener (every queue with --all), one per line.
+    List {
+        /// Only list queues whose name starts with PREFIX.
+        #[arg(long, value_name = "PREFIX", default_value = "")]
+        prefix: String,
+        /// List every queue, even those no process has listened on.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Perform a remote procedure call and print the reply.
+    ///
+    /// The request body comes from --body, from --file, or else from standard input (one
+    /// trailing newline is dropped, as the original did). If QUEUE does not exist it is
+    /// created, so the call waits for the service to start.
+    Call {
+        /// The service to call.
+        queue: String,
+        /// The request body.
+        #[arg(long, value_name = "BODY", conflicts_with = "file")]
+        body: Option<String>,
+        /// Read the request body from FILE.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Give up after this many seconds (fractions allowed) without a reply.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        timeout: Option<Duration>,
+        /// Fail if QUEUE does not exist instead of creating it.
+        #[arg(long)]
+        no_create: bool,
+    },
+    /// Answer remote procedure calls sent to QUEUE until interrupted.
+    ///
+    /// With --program, PROGRAM is run by `/bin/sh -c` once per request, with the request body
+    /// on its standard input; its standard output (minus one trailing newline) is the reply.
+    /// Without it, each request is printed and the reply is read from the terminal, up to a
+    /// line holding a single ".".
+    Serve {
+        /// The service name (queue) to serve.
+        queue: String,
+        /// The command that computes each reply.
+        #[arg(long, value_name = "PROGRAM")]
+        program: Option<String>,
+        /// How many requests may be handled at once (in arrival order when 1).
+        #[arg(long, value_name = "N", default_value = "1")]
+        concurrency: NonZeroUsize,
+    },
+    /// Dump the switch's state: services, queued requests and waiting callers.
+    Diagnostics {
+        /// Print payloads in full instead of cutting them at 70 bytes.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Display the most recent trace events captured by the switch.
+    Tail {
+        /// Keep waiting for new events and print them as they come.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Display the most recent trace events in mscgen input format.
+    Mscgen,
+    /// Acknowledge a message, removing it from its queue.
+    Ack {
+        /// The queue holding the message.
+        queue: String,
+        /// The message's number within the queue.
+        #[arg(value_parser = parse_message_number)]
+        id: i64,
+    },
+    /// Destroy a queue, with all the messages in it.
+    Destroy {
+        /// The queue to destroy.
+        queue: String,
+    },
+    /// Ask the switch to shut down cleanly.
+    Shutdown,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("message-cli: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("message-cli: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.path {
+        Some(path) => {
+            let endpoint = path.display().to_string();
+            execute(UnixConnector::new(path), &endpoint, cli.command).await
+        }
+        None => execute(TcpConnector::new(cli.addr.as_str()), &cli.addr, cli.command).await,
+    }
+}
+
+async fn execute<C: Connector>(
+    connector: C,
+    endpoint: &str,
+    command: Command,
+) -> anyhow::Result<()> {
+    let explain = |error: client::Error| match error {
+        client::Error::Unreachable(io) => {
+            anyhow!("cannot connect to the message switch at {endpoint}: {io}")
+        }
+        other => anyhow::Error::new(other),
+    };
+    match command {
+        Command::Call {
+            queue,
+            body,
+            file,
+            timeout,
+            no_create,
+        } => {
+            let body = request_body(body, file)?;
+            let client = Client::connect(connector, ClientConfig::default())
+                .await
+                .map_err(explain)?;
+            let options = CallOptions {
+                timeout,
+                create_queue: !no_create,
+            };
+            let reply = client
+                .call_with(&QueueName::from(queue), body, &options)
+                .await
+                .map_err(explain)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&reply)?;
+            stdout.write_all(b"\n")?;
+            stdout.flush()?;
+            Ok(())
+        }
+        Command::Serve {
+            queue,
+            program,
+            concurrency,
+        } => serve(connector, queue, program, concurrency)
+            .await
+            .map_err(explain),
+        command => {
+            let mut connection = Connection::open(&connector, &Default::default())
+                .await
+                .map_err(explain)?;
+            connection.login(&default_token()).await.map_err(explain)?;
+            one_shot(&mut connection, command).await.map_err(explain)
+        }
+    }
+}
+
+/// The commands that are one or a few requests on one connection.
+async fn one_shot(connection: &mut Connection, command: Command) -> Result<(), client::Error> {
+    match command {
+        Command::List { prefix, all } => {
+            let names = connection.list(&QueueName::from(prefix), !all).await?;
+            print(&format::list(&names));
+        }
+        Command::Diagnostics { verbose } => {
+            let diagnostics = connection.diagnostics().await?;
+            print(&format::diagnostics(&diagnostics, verbose));
+        }
+        Command::Tail { follow } => {
+            // The original polls `/trace/0/5` even without --follow, which makes a quiet
+            // switch take 5 s to print nothing; without --follow we do not wait.
+            let wait = if follow {
+                Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            let mut tail = format::Tail::new();
+            let mut from = 0;
+            loop {
+                let events = connection.trace(from, wait).await?;
+                print(&tail.rows(&events));
+                if !follow {
+                    break;
+                }
+                from = format::next_trace_from(&events, from);
+            }
+        }
+        Command::Mscgen => {
+            let events = connection.trace(0, Duration::ZERO).await?;
+            print(&format::mscgen(&events));
+        }
+        Command::Ack { queue, id } => {
+            connection
+                .ack(&MessageId::new(QueueName::from(queue), id))
+                .await?;
+        }
+        Command::Destroy { queue } => connection.destroy(&QueueName::from(queue)).await?,
+        Command::Shutdown => connection.shutdown().await?,
+        Command::Call { .. } | Command::Serve { .. } => {
+            unreachable!("call and serve are handled by execute")
+        }
+    }
+    Ok(())
+}
+
+async fn serve<C: Connector>(
+    connector: C,
+    queue: String,
+    program: Option<String>,
+    concurrency: NonZeroUsize,
+) -> Result<(), client::Error> {
+    let options = ServeOptions {
+        concurrency,
+        ..ServeOptions::default()
+    };
+    let queue = QueueName::from(queue);
+    match program {
+        Some(program) => {
+            let program: Arc<str> = program.into();
+            let handler = move |incoming: Incoming| run_program(Arc::clone(&program), incoming);
+            tokio::select! {
+                result = client::serve(connector, queue, options, handler) => result.map(|_| ()),
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        None => {
+            let terminal = Arc::new(tokio::sync::Mutex::new(
+                BufReader::new(tokio::io::stdin()).lines(),
+            ));
+            let handler =
+                move |incoming: Incoming| ask_the_terminal(Arc::clone(&terminal), incoming);
+            tokio::select! {
+                result = client::serve(connector, queue, options, handler) => result.map(|_| ()),
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+    }
+}
+
+/// Runs PROGRAM with the request on its stdin; its stdout is the reply. A failure to run it
+/// becomes the reply text (as in the original, where the exception text was sent back), so
+/// that the caller is not left waiting.
+async fn run_program(program: Arc<str>, incoming: Incoming) -> Bytes {
+    match run_program_checked(&program, &incoming.payload).await {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!("message-cli: {error:#}");
+            Bytes::from(format!("{error:#}"))
+        }
+    }
+}
+
+async fn run_program_checked(program: &str, payload: &Bytes) -> anyhow::Result<Bytes> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    // Write the request while reading the reply: a program that answers before it has read
+    // all its input would otherwise deadlock with us on full pipes.
+    let stdin = child.stdin.take();
+    let payload = payload.clone();
+    let writer = tokio::spawn(async move {
+        if let Some(mut stdin) = stdin {
+            // A program that does not read its input closes the pipe: not our problem.
+            let _ = stdin.write_all(&payload).await;
+        }
+    });
+    let output = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("cannot run {program}"))?;
+    let _ = writer.await;
+    if !output.status.success() {
+        eprintln!("message-cli: {program} exited with {}", output.status);
+    }
+    Ok(strip_newline(output.stdout))
+}
+
+/// Interactive mode: show the request, read the reply up to a line holding a single ".".
+async fn ask_the_terminal(
+    terminal: Arc<tokio::sync::Mutex<Lines<BufReader<Stdin>>>>,
+    incoming: Incoming,
+) -> Bytes {
+    let mut lines = terminal.lock().await;
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "Received:");
+        let _ = stdout.write_all(&incoming.payload);
+        let _ = writeln!(stdout, "\nEnter body text: (end with a \".\")");
+        let _ = stdout.flush();
+    }
+    let mut reply = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line == "." {
+            break;
+        }
+        reply.push(line);
+    }
+    Bytes::from(reply.join("\n"))
+}
+
+/// The body of `call`: --body, --file, or standard input.
+fn request_body(body: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Bytes> {
+    if let Some(body) = body {
+        return Ok(Bytes::from(body));
+    }
+    let bytes = match file {
+        Some(file) => {
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+        }
+        None => {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("Enter body text (end with Ctrl-D):");
+            }
+            let mut bytes = Vec::new();
+            stdin
+                .read_to_end(&mut bytes)
+                .context("cannot read the body from standard input")?;
+            bytes
+        }
+    };
+    Ok(strip_newline(bytes))
+}
+
+/// Drops one trailing newline: the original read text line by line and joined the lines, so
+/// `echo hello` gives `hello`.
+fn strip_newline(mut bytes: Vec<u8>) -> Bytes {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Bytes::from(bytes)
+}
+
+fn print(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not an error worth reporting.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {text}"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a valid duration: {text}"))
+}
+
+fn parse_message_number(text: &str) -> Result<i64, String> {
+    numbers::parse_int64(text).ok_or_else(|| format!("not a message number: {text}"))
+}

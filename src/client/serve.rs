@@ -1,0 +1,301 @@
+//! The service side of RPC: take requests from a queue, answer each one, ack it.
+//!
+//! # How it works
+//! - A *listener* connection logs in, creates the queue (persistent, a no-op if it exists)
+//!   and long-polls it with a cursor. Every message stays stored until acked, so the cursor
+//!   is what keeps the loop from seeing a request twice.
+//! - Each request runs the handler; its result is sent to the request's `reply_to` as the
+//!   response, and only once the switch has accepted the response is the request acked, on a
+//!   second (*replier*) connection. A crash between the two leaves the request queued, so it
+//!   is answered again later: at-least-once, never lost.
+//! - By default requests are handled one at a time, in ascending id order (the reference
+//!   switch hands out batches newest-first; they are sorted). [`ServeOptions::concurrency`]
+//!   allows a bounded number of handlers to run at once.
+//! - On any failure the listener reconnects with back-off, re-creates the queue (a switch
+//!   restarted without persistence has forgotten it) and restarts its cursor from the
+//!   beginning: acked requests are gone, so only unanswered ones come back, and ids from a
+//!   previous switch process (which may restart at 0 on the reference switch) cannot hide
+//!   new requests. Requests still being handled are recognised and not started twice.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::backoff::Backoff;
+use super::{ClientConfig, Connection, Connector, Error};
+use crate::protocol::{MessageId, MessageKind, QueueName};
+
+/// Options of [`serve`].
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Token, timeouts and back-off. The token only identifies the service's session here
+    /// (it owns no queue), so sharing it with a [`Client`](super::Client) is harmless.
+    pub config: ClientConfig,
+    /// How many requests may be handled at once. 1 (the default) handles them strictly one
+    /// after another in id order.
+    pub concurrency: NonZeroUsize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            config: ClientConfig::default(),
+            concurrency: NonZeroUsize::MIN,
+        }
+    }
+}
+
+/// A request handed to a [`serve`] handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The request's id; the response is correlated with it.
+    pub id: MessageId,
+    /// The queue the response goes to.
+    pub reply_to: QueueName,
+    /// The request body.
+    pub payload: Bytes,
+}
+
+/// Serves `queue`: for every request, runs `handler`, sends its result as the response and
+/// then acks the request. Runs until the returned future is dropped (which also cancels the
+/// handlers in progress; their requests stay queued and will be served again).
+///
+/// Returns an error only if the very first connection fails (so that a misconfigured address
+/// is reported at once); after that it survives lost connections and switch restarts,
+/// reconnecting with back-off. Handlers run on tasks spawned with `tokio::spawn`.
+pub async fn serve<C, H, F>(
+    connector: C,
+    queue: QueueName,
+    options: ServeOptions,
+    handler: H,
+) -> Result<Infallible, Error>
+where
+    C: Connector,
+    H: Fn(Incoming) -> F + Send + Sync + 'static,
+    F: Future<Output = Bytes> + Send + 'static,
+{
+    let service = Arc::new(Service {
+        connector,
+        config: options.config,
+        queue,
+        handler,
+        replier: tokio::sync::Mutex::new(None),
+        in_progress: Mutex::new(BTreeSet::new()),
+    });
+    let permits = Arc::new(Semaphore::new(options.concurrency.get()));
+    // Dropping the JoinSet (when this future is dropped) aborts the handlers.
+    let mut workers = JoinSet::new();
+    let mut backoff = service.backoff();
+    let mut connected_before = false;
+    let queues = [service.queue.clone()];
+    loop {
+        let mut listener = match service.open_listener().await {
+            Ok(connection) => connection,
+            Err(error) if !connected_before => return Err(error),
+            Err(error) => {
+                // Already reported when the connection was lost: stay quiet while retrying.
+                tracing::debug!(%error, queue = %service.queue, "cannot reach the switch; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        if connected_before {
+            tracing::info!(queue = %service.queue, "reconnected to the switch");
+        }
+        connected_before = true;
+        backoff.reset();
+        let mut from = None;
+        let error = 'session: loop {
+            let reply = match listener
+                .transfer(from, service.config.transfer_timeout, &queues)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(error) => break error,
+            };
+            if !reply.messages.is_empty() {
+                from = Some(reply.next);
+            }
+            let mut messages = reply.messages;
+            messages.sort_by(|a, b| a.0.cmp(&b.0));
+            for (id, message) in messages {
+                let reply_to = match message.kind {
+                    MessageKind::Request { reply_to } => reply_to,
+                    MessageKind::Response { .. } => {
+                        // Nobody can be waiting for a response in a service queue; ack it so
+                        // it does not sit there for ever.
+                        tracing::warn!(%id, "acking a response found in a service queue");
+                        if let Err(error) = listener.ack(&id).await {
+                            break 'session error;
+                        }
+                        continue;
+                    }
+                };
+                let Some(claim) = Claim::take(&service, id) else {
+                    continue; // Delivered again after a reconnect while still being handled.
+                };
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    unreachable!("the semaphore is never closed");
+                };
+                while let Some(finished) = workers.try_join_next() {
+                    if let Err(error) = finished {
+                        tracing::error!(%error, "a request handler panicked");
+                    }
+                }
+                workers.spawn(handle(
+                    Arc::clone(&service),
+                    claim,
+                    reply_to,
+                    message.payload,
+                    permit,
+                ));
+            }
+        };
+        tracing::warn!(%error, queue = %service.queue, "lost the connection to the switch; reconnecting");
+        backoff.wait().await;
+    }
+}
+
+struct Service<C, H> {
+    connector: C,
+    config: ClientConfig,
+    queue: QueueName,
+    handler: H,
+    /// The connection for responses and acks, shared by the handlers one exchange at a time.
+    replier: tokio::sync::Mutex<Option<Connection>>,
+    /// Requests taken by a handler and not yet acked (or given up on).
+    in_progress: Mutex<BTreeSet<MessageId>>,
+}
+
+impl<C: Connector, H> Service<C, H> {
+    async fn open_listener(&self) -> Result<Connection, Error> {
+        let mut connection = Connection::open(&self.connector, &self.config.connection).await?;
+        connection.login(&self.config.token).await?;
+        connection.create_persistent(&self.queue).await?;
+        Ok(connection)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.config.reconnect_delay_min,
+            self.config.reconnect_delay_max,
+        )
+    }
+
+    /// Sends the response, then acks the request; retries after transport errors until both
+    /// are done. Other errors are logged and the request is left queued to be served again.
+    async fn respond_and_ack(&self, request: &MessageId, reply_to: &QueueName, response: Bytes) {
+        let mut backoff = self.backoff();
+        let mut responded = false;
+        loop {
+            let result = self
+                .try_respond_and_ack(request, reply_to, &response, &mut responded)
+                .await;
+            match result {
+                Ok(()) => return,
+                Err(error) if error.is_transport() => {
+                    tracing::debug!(%error, %request, "cannot answer yet; retrying");
+                    backoff.wait().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, %request, "cannot answer the request");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_respond_and_ack(
+        &self,
+        request: &MessageId,
+        reply_to: &QueueName,
+        response: &Bytes,
+        responded: &mut bool,
+    ) -> Result<(), Error> {
+        let mut slot = self.replier.lock().await;
+        let connection = match slot.take().filter(Connection::is_usable) {
+            Some(connection) => connection,
+            None => {
+                let mut connection =
+                    Connection::open(&self.connector, &self.config.connection).await?;
+                connection.login(&self.config.token).await?;
+                connection
+            }
+        };
+        let connection = slot.insert(connection);
+        if !*responded {
+            let sent = connection
+                .send_response(reply_to, request, response.clone())
+                .await?;
+            if sent.is_none() {
+                // The caller's reply queue is gone (the caller died, or the switch restarted
+                // without persistence): nobody can receive the answer, so just ack.
+                tracing::debug!(%request, %reply_to, "the caller's reply queue is gone");
+            }
+            *responded = true;
+        }
+        connection.ack(request).await
+    }
+}
+
+/// A request taken by a handler. Dropping it (after the ack, on give-up or on panic) lets the
+/// request be served again if it is still queued.
+struct Claim<C, H> {
+    service: Arc<Service<C, H>>,
+    id: MessageId,
+}
+
+impl<C, H> Claim<C, H> {
+    fn take(service: &Arc<Service<C, H>>, id: MessageId) -> Option<Claim<C, H>> {
+        let fresh = service
+            .in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        fresh.then(|| Claim {
+            service: Arc::clone(service),
+            id,
+        })
+    }
+}
+
+impl<C, H> Drop for Claim<C, H> {
+    fn drop(&mut self) {
+        self.service
+            .in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+async fn handle<C, H, F>(
+    service: Arc<Service<C, H>>,
+    claim: Claim<C, H>,
+    reply_to: QueueName,
+    payload: Bytes,
+    permit: OwnedSemaphorePermit,
+) where
+    C: Connector,
+    H: Fn(Incoming) -> F,
+    F: Future<Output = Bytes>,
+{
+    let incoming = Incoming {
+        id: claim.id.clone(),
+        reply_to: reply_to.clone(),
+        payload,
+    };
+    let response = (service.handler)(incoming).await;
+    service
+        .respond_and_ack(&claim.id, &reply_to, response)
+        .await;
+    // Only now may the next request start (in-order mode) and may this one be seen again.
+    drop(permit);
+    drop(claim);
+}
