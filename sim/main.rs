@@ -1,1 +1,218 @@
-fn main() {}
+//! Deterministic simulation of message-switch-rs (issue 4).
+//!
+//! The real server runs on a turmoil host over simulated TCP; seeded swarms of RPC callers,
+//! RPC servers and raw protocol actors run on client hosts; a seeded schedule injects
+//! connection drops, holds, partitions, latency spikes and crashes (of clients and of the
+//! switch); a liveness phase follows; checkers judge the recorded history against the five
+//! invariants. An exhaustive check drives the engine directly through every short command
+//! sequence. See `docs/simulation.md` for how to run, replay and extend it.
+//!
+//! Environment:
+//! - `SIM_SEED=n` runs only seed `n` (and prints its plan and history tail);
+//! - `SIM_SEEDS=n` runs `n` seeds, starting at `SIM_SEED_START` (default 0), each in a child
+//!   process, `SIM_JOBS` at a time (default 1);
+//! - `SIM_DUMP=path` (with `SIM_SEED`) writes the whole history to `path`;
+//! - `SIM_EXHAUSTIVE_DEPTH=n` sets the exhaustive check's depth (default 6);
+//! - `SIM_VERBOSE=1` prints a summary line per seed.
+
+mod check;
+mod conn;
+mod exhaustive;
+mod harness;
+mod history;
+mod net;
+mod rng;
+mod workload;
+
+use std::time::Instant;
+
+/// Seeds the default `cargo test` run covers, besides the regression seeds below.
+const DEFAULT_SEEDS: u64 = 12;
+
+/// Seeds that once found a bug; they stay in the default run.
+/// - 189: RPC callers of one process shared a reply queue and acked each other's responses
+///   (a harness bug; the checker of invariant 4 caught it as calls timing out after the heal).
+const REGRESSION_SEEDS: &[u64] = &[189];
+
+/// Runs one seed and judges it. Returns the violations, printed with the seed and the tail of
+/// the history.
+fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
+    let run = harness::run(seed);
+    let violations = check::check(&run);
+    let digest = history::digest(&run.events);
+    if let Ok(path) = std::env::var("SIM_DUMP") {
+        // The whole history, for digging into a failure.
+        let _ = std::fs::write(&path, history::tail(&run.events, usize::MAX));
+    }
+    if verbose {
+        let calls = run
+            .events
+            .iter()
+            .filter(|e| matches!(e.what, history::What::CallEnd { .. }))
+            .count();
+        let ops = run
+            .events
+            .iter()
+            .filter(|e| matches!(e.what, history::What::Invoke { .. }))
+            .count();
+        println!(
+            "seed {}: {} hosts, {} faults, {ops} requests, {calls} calls, {} connections, \
+             {:.1}s virtual, digest {digest:016x}",
+            run.plan.seed,
+            run.plan.hosts.len(),
+            run.plan.faults.len(),
+            run.conns.len(),
+            run.end_us as f64 / 1e6
+        );
+    }
+    if violations.is_empty() {
+        return Ok(digest);
+    }
+    let mut report = format!(
+        "SIM FAILURE: seed {seed} (replay with SIM_SEED={seed} cargo test --test sim -- \
+         --nocapture simulation_seeds)\n{} violation(s):\n",
+        violations.len()
+    );
+    for violation in violations.iter().take(20) {
+        report.push_str(&format!("  {violation}\n"));
+    }
+    report.push_str(&format!("plan: {:?}\n", run.plan));
+    report.push_str("history tail:\n");
+    report.push_str(&history::tail(&run.events, 60));
+    Err(report)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// The seeds to run: `SIM_SEED`, or `SIM_SEEDS` from `SIM_SEED_START`, or the default set.
+fn seeds() -> Vec<u64> {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        return vec![seed];
+    }
+    let start = env_u64("SIM_SEED_START").unwrap_or(0);
+    let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let mut seeds: Vec<u64> = (start..start + count).collect();
+    if std::env::var("SIM_SEEDS").is_err() {
+        seeds.extend_from_slice(REGRESSION_SEEDS);
+    }
+    seeds
+}
+
+/// Runs every seed in a child process of this test binary (`SIM_SEED=n`), `SIM_JOBS` at a
+/// time (default 1). A fresh process per seed is what makes a reported seed replay exactly:
+/// turmoil derives each host runtime's clock from the real clock when the runtime is created,
+/// and a later run in the same process can shift a delivery by a tick.
+fn run_children(seeds: &[u64], verbose: bool) -> Vec<u64> {
+    let jobs = env_u64("SIM_JOBS").unwrap_or(1).max(1) as usize;
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut running: std::collections::VecDeque<(u64, std::process::Child)> =
+        std::collections::VecDeque::new();
+    let mut failures = Vec::new();
+    let finish = |seed: u64, child: std::process::Child, failures: &mut Vec<u64>| {
+        let output = child.wait_with_output().expect("a seed's child process");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if verbose {
+            for line in stdout.lines().filter(|l| l.starts_with("seed ")) {
+                println!("{line}");
+            }
+        }
+        if !output.status.success() {
+            eprintln!("{stderr}");
+            failures.push(seed);
+        }
+    };
+    for &seed in seeds {
+        if running.len() >= jobs {
+            if let Some((seed, child)) = running.pop_front() {
+                finish(seed, child, &mut failures);
+            }
+        }
+        let child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "simulation_seeds",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SIM_SEED", seed.to_string())
+            .env("SIM_CHILD", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn a seed's child process");
+        running.push_back((seed, child));
+    }
+    while let Some((seed, child)) = running.pop_front() {
+        finish(seed, child, &mut failures);
+    }
+    failures
+}
+
+#[test]
+fn simulation_seeds() {
+    let verbose = std::env::var("SIM_VERBOSE").is_ok() || std::env::var("SIM_SEED").is_ok();
+    let began = Instant::now();
+    let seeds = seeds();
+    let failures = if std::env::var("SIM_SEED").is_ok() {
+        seeds
+            .iter()
+            .copied()
+            .filter(|&seed| match run_seed(seed, verbose) {
+                Ok(_) => false,
+                Err(report) => {
+                    eprintln!("{report}");
+                    true
+                }
+            })
+            .collect()
+    } else {
+        run_children(&seeds, verbose)
+    };
+    println!(
+        "simulation: {} seeds, {} failed {:?}, {:.1}s",
+        seeds.len(),
+        failures.len(),
+        failures,
+        began.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+/// One seed, run twice (each in a fresh process, as every seed is run), must produce the same
+/// history.
+#[test]
+fn a_seed_replays_exactly() {
+    if std::env::var("SIM_CHILD").is_ok() {
+        return;
+    }
+    let seed = env_u64("SIM_SEED").unwrap_or(7);
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let digest = || {
+        let output = std::process::Command::new(&exe)
+            .args(["--exact", "simulation_seeds", "--nocapture"])
+            .env("SIM_SEED", seed.to_string())
+            .env("SIM_CHILD", "1")
+            .output()
+            .expect("run a seed in a child process");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout
+            .split_whitespace()
+            .skip_while(|word| *word != "digest")
+            .nth(1)
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no digest in the output of seed {seed}: {stdout}"))
+    };
+    let (first, second) = (digest(), digest());
+    assert_eq!(first, second, "seed {seed} is not deterministic");
+}
+
+#[test]
+fn engine_exhaustive() {
+    if std::env::var("SIM_CHILD").is_ok() {
+        return;
+    }
+    exhaustive::run();
+}

@@ -5,3 +5,4 @@ pub mod client;
 pub mod engine;
 pub mod protocol;
 pub mod server;
+pub mod store;

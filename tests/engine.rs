@@ -596,6 +596,10 @@ fn shutdown_replies_then_answers_parked_requests() {
     h.engine.handle_shutdown(h.now);
     let outputs = h.drain();
     assert!(reply_to(parked, &outputs).is_some());
+    // While connections drain, nothing parks any more.
+    let (late, outputs) = h.submit(2, transfer(None, 30.0, &["q"]));
+    assert!(reply_to(late, &outputs).is_some());
+    assert_eq!(h.engine.poll_timeout(), None);
 }
 
 #[test]

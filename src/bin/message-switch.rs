@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use message_switch::engine;
 use message_switch::server::{bind_unix, Config, Switch};
+use message_switch::store;
 
 /// The message switch: a store-and-forward broker for RPC between toolstack services.
 #[derive(Parser, Debug)]
@@ -73,6 +74,29 @@ struct Args {
     /// Most connections open at once.
     #[arg(long, value_name = "N", default_value_t = Config::default().connections_max)]
     connections_max: usize,
+
+    /// Most queues given their own series in /metrics (the deepest ones).
+    #[arg(long, value_name = "N", default_value_t = Config::default().metrics_queues_max)]
+    metrics_queues_max: usize,
+
+    /// Keep queues and messages in this directory (created if missing), so that they survive
+    /// restarts and crashes: a 200 reply to a change then means it is on disk.
+    #[arg(long, value_name = "DIR")]
+    statedir: Option<PathBuf>,
+
+    /// With --statedir: if the journal or snapshot is corrupt, keep every intact record
+    /// instead of refusing to start (damaged files are kept with a .salvaged suffix).
+    #[arg(long, requires = "statedir")]
+    salvage: bool,
+
+    /// With --statedir: compact (replace the journal by a snapshot) once the journal holds at
+    /// least this many bytes…
+    #[arg(long, value_name = "BYTES", default_value_t = store::Options::default().compaction_bytes_min)]
+    compaction_bytes_min: u64,
+
+    /// …and at least this many times the size of the last snapshot.
+    #[arg(long, value_name = "RATIO", default_value_t = store::Options::default().compaction_ratio)]
+    compaction_ratio: f64,
 }
 
 fn parse_octal_mode(text: &str) -> Result<u32, String> {
@@ -86,6 +110,13 @@ impl Args {
     fn config(&self) -> Result<Config> {
         if !(self.wait_timeout_max.is_finite() && self.wait_timeout_max >= 0.0) {
             bail!("--wait-timeout-max must be a non-negative number of seconds");
+        }
+        if !(self.compaction_ratio.is_finite() && self.compaction_ratio >= 0.0) {
+            bail!("--compaction-ratio must be a non-negative number");
+        }
+        // The journal stores lengths in 32 bits.
+        if self.statedir.is_some() && self.body_bytes_max >= u32::MAX as usize {
+            bail!("--body-bytes-max must be below 4 GiB with --statedir");
         }
         Ok(Config {
             engine: engine::Config {
@@ -101,6 +132,13 @@ impl Args {
             },
             body_bytes_max: self.body_bytes_max,
             connections_max: self.connections_max,
+            metrics_queues_max: self.metrics_queues_max,
+            journal: store::Options {
+                compaction_bytes_min: self.compaction_bytes_min,
+                compaction_ratio: self.compaction_ratio,
+                salvage: self.salvage,
+                ..store::Options::default()
+            },
             ..Config::default()
         })
     }
@@ -123,7 +161,21 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args, config: Config) -> Result<()> {
-    let switch = Switch::start(config);
+    let switch = match &args.statedir {
+        Some(dir) => {
+            let (switch, report) = Switch::open_dir(config, dir)
+                .await
+                .with_context(|| format!("cannot open the state directory {}", dir.display()))?;
+            eprintln!(
+                "recovered {} queues and {} messages from {}",
+                report.queues,
+                report.messages,
+                dir.display()
+            );
+            switch
+        }
+        None => Switch::start(config),
+    };
     let mut tcp = args.listen.clone();
     if tcp.is_empty() && args.path.is_none() {
         tcp.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -154,11 +206,15 @@ async fn run(args: Args, config: Config) -> Result<()> {
         _ = tokio::signal::ctrl_c() => switch.shutdown(),
     }
     switch.stopped().await;
+    let journal = switch.close_journal().await;
     if let Some(path) = &args.path {
         let _ = std::fs::remove_file(path);
     }
     if let Some(pidfile) = &args.pidfile {
         let _ = std::fs::remove_file(pidfile);
+    }
+    if let Err(error) = journal {
+        bail!("stopped, but the journal is not fully durable: {error}");
     }
     tracing::info!("stopped");
     Ok(())

@@ -25,6 +25,21 @@ pub struct ConnectionId(pub u64);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RequestId(pub u64);
 
+/// Whether `request` may change the durable state (create, destroy, send, ack). Its reply is
+/// `after_sync`, and a driver whose journal is failing refuses it up front rather than apply a
+/// change it cannot make durable. Transient cleanup on disconnect also changes durable state
+/// but is not a request.
+pub fn changes_durable_state(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreatePersistent(_)
+            | Request::CreateTransient(_)
+            | Request::Destroy(_)
+            | Request::Send { .. }
+            | Request::Ack(_)
+    )
+}
+
 /// What the engine asks its driver to do. Drain with [`Engine::poll_output`] after every
 /// `handle_*` call, in order.
 #[derive(Clone, PartialEq, Debug)]
@@ -73,6 +88,39 @@ pub struct EngineStats {
     pub trace_events: usize,
     /// Bytes held by the trace.
     pub trace_bytes: usize,
+    /// Messages stored since the engine started.
+    pub messages_sent: u64,
+    /// Messages deleted by an Ack since the engine started.
+    pub messages_acked: u64,
+    /// Messages returned by Transfers since the engine started (counted once per reply).
+    pub messages_transferred: u64,
+    /// Transient queues removed because their session's last connection closed.
+    pub transient_queues_cleaned: u64,
+}
+
+/// A summary of one queue, for metrics and consoles that must not copy whole queues.
+#[derive(Clone, PartialEq, Debug)]
+pub struct QueueSummary {
+    /// The queue's name.
+    pub name: QueueName,
+    /// Whether a session owns it.
+    pub transient: bool,
+    /// Stored messages.
+    pub depth: usize,
+    /// Stored payload bytes.
+    pub payload_bytes: usize,
+    /// When the oldest stored message was stored.
+    pub oldest: Option<Timestamp>,
+    /// When the next Transfer naming it is expected, if one ever named it.
+    pub next_transfer_expected: Option<Timestamp>,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_sent: u64,
+    messages_acked: u64,
+    messages_transferred: u64,
+    transient_queues_cleaned: u64,
 }
 
 struct ParkedTransfer {
@@ -106,6 +154,10 @@ pub struct Engine {
     parked_by_connection: BTreeSet<(ConnectionId, RequestId)>,
     trace: TraceRing,
     outputs: VecDeque<Output>,
+    counters: Counters,
+    /// Set by `handle_shutdown`: from then on nothing parks, so a Transfer that arrives
+    /// while connections drain is answered at once instead of holding the shutdown up.
+    stopping: bool,
 }
 
 impl Engine {
@@ -139,6 +191,8 @@ impl Engine {
             parked_by_connection: BTreeSet::new(),
             trace,
             outputs: VecDeque::new(),
+            counters: Counters::default(),
+            stopping: false,
         }
     }
 
@@ -169,7 +223,40 @@ impl Engine {
                 .count(),
             trace_events: self.trace.event_count(),
             trace_bytes: self.trace.bytes(),
+            messages_sent: self.counters.messages_sent,
+            messages_acked: self.counters.messages_acked,
+            messages_transferred: self.counters.messages_transferred,
+            transient_queues_cleaned: self.counters.transient_queues_cleaned,
         }
+    }
+
+    /// One summary per queue, ascending by name, at most `limit` of them, deepest first when
+    /// there are more (so metrics keep a bounded number of series).
+    pub fn queue_summaries(&self, limit: usize) -> Vec<QueueSummary> {
+        let mut summaries: Vec<QueueSummary> = self
+            .store
+            .queues()
+            .map(|(name, queue)| QueueSummary {
+                name: name.clone(),
+                transient: queue.owner.is_some(),
+                depth: queue.messages.len(),
+                payload_bytes: queue.payload_bytes,
+                oldest: queue.messages.values().next().map(|m| m.time),
+                next_transfer_expected: queue.next_transfer_expected,
+            })
+            .collect();
+        if summaries.len() > limit {
+            // Deepest first; ties by name keep the choice deterministic.
+            summaries.sort_by(|a, b| b.depth.cmp(&a.depth).then_with(|| a.name.cmp(&b.name)));
+            summaries.truncate(limit);
+            summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        summaries
+    }
+
+    /// The time the engine started.
+    pub fn start_time(&self) -> Timestamp {
+        self.start
     }
 
     /// A new connection was accepted.
@@ -199,15 +286,8 @@ impl Engine {
             return self.reply(request_id, connection, Reply::Error(error));
         }
         let session = session.unwrap_or_default();
-        let after_sync = matches!(
-            request,
-            Request::CreatePersistent(_)
-                | Request::CreateTransient(_)
-                | Request::Destroy(_)
-                | Request::Send { .. }
-                | Request::Ack(_)
-                | Request::Shutdown
-        );
+        // Shutdown promises that everything before it is durable, so it waits like a mutation.
+        let after_sync = changes_durable_state(&request) || matches!(request, Request::Shutdown);
         let reply = match request {
             Request::Login(token) => self.login(connection, token),
             Request::CreatePersistent(name) => self.create(name, None),
@@ -238,7 +318,10 @@ impl Engine {
                 self.outputs.push_back(Output::Shutdown);
                 return;
             }
-            Request::Web(_) => Err(ErrorReply::new(404, "Not found")),
+            // The shell serves these itself; they never reach a correct driver.
+            Request::Web(_) | Request::Metrics | Request::Health => {
+                Err(ErrorReply::new(404, "Not found"))
+            }
         };
         let reply = reply.unwrap_or_else(Reply::Error);
         self.outputs.push_back(Output::Reply {
@@ -276,6 +359,7 @@ impl Engine {
             if remaining == 0 {
                 self.session_connections.remove(&token);
                 for name in self.store.owned_by(&token) {
+                    self.counters.transient_queues_cleaned += 1;
                     self.emit(Event::QueueRemoved { name });
                 }
             }
@@ -295,6 +379,7 @@ impl Engine {
     /// The switch is shutting down: answer every parked Transfer and Trace now, with what
     /// they would get at their deadline.
     pub fn handle_shutdown(&mut self, now: Timestamp) {
+        self.stopping = true;
         let parked: Vec<RequestId> = self.deadlines.iter().map(|(_, r)| *r).collect();
         for request in parked {
             self.complete_parked(now, request);
@@ -473,6 +558,7 @@ impl Engine {
             &message,
             None,
         ));
+        self.counters.messages_sent += 1;
         self.emit(Event::MessageStored {
             id: id.clone(),
             origin: Origin::Name(session),
@@ -495,6 +581,7 @@ impl Engine {
             .queue(&id.queue)
             .is_some_and(|queue| queue.messages.contains_key(&id.index));
         if stored {
+            self.counters.messages_acked += 1;
             self.emit(Event::MessageAcked { id: id.clone() });
         }
         self.trace.record(TraceRecord {
@@ -550,6 +637,9 @@ impl Engine {
     }
 
     fn wait_duration(&self, seconds: f64) -> Result<Duration, ErrorReply> {
+        if self.stopping {
+            return Ok(Duration::ZERO);
+        }
         let duration = seconds_to_duration(seconds);
         if duration > self.config.wait_timeout_max {
             return Err(ErrorReply::new(
@@ -615,6 +705,7 @@ impl Engine {
             ));
         }
         if !messages.is_empty() {
+            self.counters.messages_transferred += messages.len() as u64;
             self.wake_traces();
         }
         self.outputs.push_back(Output::Reply {

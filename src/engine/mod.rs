@@ -28,7 +28,9 @@ mod time;
 mod trace;
 
 pub use config::Config;
-pub use machine::{ConnectionId, Engine, EngineStats, Output, RequestId};
+pub use machine::{
+    changes_durable_state, ConnectionId, Engine, EngineStats, Output, QueueSummary, RequestId,
+};
 pub use state::{Event, Queue, QueueStore, StoredMessage};
 pub use time::{seconds_to_duration, Timestamp};
 pub use trace::{compact_payload, TRACE_PAYLOAD_KEPT_BYTES_MAX};

@@ -235,4 +235,39 @@ impl QueueStore {
     pub fn payload_bytes(&self) -> usize {
         self.payload_bytes
     }
+
+    /// The events that rebuild this store's queues and messages when applied, in order, to an
+    /// empty store: for each queue in name order a `QueueCreated`, then a `MessageStored` per
+    /// message in id order. A snapshot is these events, so loading one runs
+    /// [`QueueStore::apply`] like any replay. The id counter is not covered (an empty queue
+    /// list has no events); callers carry [`QueueStore::next_index`] beside them.
+    pub fn snapshot_events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.queues.iter().flat_map(|(name, queue)| {
+            let created = Event::QueueCreated {
+                name: name.clone(),
+                owner: queue.owner.clone(),
+            };
+            let stored = queue
+                .messages
+                .iter()
+                .map(move |(&index, stored)| Event::MessageStored {
+                    id: MessageId::new(name.clone(), index),
+                    origin: stored.origin.clone(),
+                    time: stored.time,
+                    message: stored.message.clone(),
+                });
+            std::iter::once(created).chain(stored)
+        })
+    }
+
+    /// The `QueueRemoved` events that drop every transient queue, in name order. After a
+    /// restart their sessions are gone, so recovery applies these and journals them (so that
+    /// a later persistent queue of the same name is not mistaken for the old transient one).
+    pub fn transient_queue_removals(&self) -> Vec<Event> {
+        self.queues
+            .iter()
+            .filter(|(_, queue)| queue.owner.is_some())
+            .map(|(name, _)| Event::QueueRemoved { name: name.clone() })
+            .collect()
+    }
 }

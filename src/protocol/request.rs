@@ -55,6 +55,10 @@ pub enum Request {
     /// `GET /admin…`, `/js/…`, `/css/…`, `/images/…`: a file of the web console. The segments
     /// are kept raw (not percent-decoded), as in the reference.
     Web(Vec<String>),
+    /// `GET /metrics`: Prometheus metrics (ours; not in the reference).
+    Metrics,
+    /// `GET /health`: liveness and readiness (ours; not in the reference).
+    Health,
 }
 
 /// The body of `POST /transfer`.
@@ -96,7 +100,12 @@ impl Request {
     pub fn needs_session(&self) -> bool {
         !matches!(
             self,
-            Request::Login(_) | Request::Diagnostics | Request::Trace { .. } | Request::Web(_)
+            Request::Login(_)
+                | Request::Diagnostics
+                | Request::Trace { .. }
+                | Request::Web(_)
+                | Request::Metrics
+                | Request::Health
         )
     }
 
@@ -153,6 +162,8 @@ impl Request {
                 timeout_s: float_segment(timeout)?,
             }),
             ("POST", [b"", b"shutdown"]) if body.is_empty() => Ok(Request::Shutdown),
+            ("GET", [b"", b"metrics"]) => Ok(Request::Metrics),
+            ("GET", [b"", b"health"]) => Ok(Request::Health),
             ("GET", [b"", first, ..]) if is_web_root(first) => {
                 Ok(Request::Web(segments.raw[1..].to_vec()))
             }
@@ -226,6 +237,8 @@ impl Request {
                 body: Bytes::new(),
             },
             Request::Web(segments) => get(format!("/{}", segments.join("/"))),
+            Request::Metrics => get("/metrics".to_owned()),
+            Request::Health => get("/health".to_owned()),
         }
     }
 }

@@ -7,8 +7,12 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::engine::{ConnectionId, Engine, EngineStats, Output, RequestId, Timestamp};
+use super::durable::Durability;
+use crate::engine::{
+    ConnectionId, Engine, EngineStats, Output, QueueSummary, RequestId, Timestamp,
+};
 use crate::protocol::{Reply, Request};
+use crate::store::Completion;
 
 /// Inputs from the HTTP shell (and the operator) to the driver.
 pub(crate) enum Command {
@@ -20,7 +24,23 @@ pub(crate) enum Command {
     },
     Disconnect(ConnectionId),
     Stats(oneshot::Sender<EngineStats>),
+    /// Counts plus per-queue summaries (at most `queues_max` of them), for `/metrics`.
+    Inspect {
+        queues_max: usize,
+        reply: oneshot::Sender<Inspection>,
+    },
     Shutdown,
+    /// Make every event durable and stop the journal; answers whether that worked (at once,
+    /// `Ok`, without a journal).
+    CloseJournal(oneshot::Sender<Result<(), String>>),
+}
+
+/// A point-in-time view of the engine for metrics.
+pub(crate) struct Inspection {
+    pub(crate) now: Timestamp,
+    pub(crate) start: Timestamp,
+    pub(crate) stats: EngineStats,
+    pub(crate) queues: Vec<QueueSummary>,
 }
 
 /// Inputs handled per wake-up before outputs are flushed, so that a burst shares one pass
@@ -62,6 +82,8 @@ pub(crate) struct Driver {
     pending_by_connection: HashMap<ConnectionId, Vec<RequestId>>,
     next_request: u64,
     shutdown: watch::Sender<bool>,
+    /// The journal, when the switch is durable.
+    durability: Option<Durability>,
 }
 
 impl Driver {
@@ -70,6 +92,7 @@ impl Driver {
         clock: Clock,
         commands: mpsc::Receiver<Command>,
         shutdown: watch::Sender<bool>,
+        durability: Option<Durability>,
     ) -> Self {
         Self {
             engine,
@@ -79,6 +102,7 @@ impl Driver {
             pending_by_connection: HashMap::new(),
             next_request: 0,
             shutdown,
+            durability,
         }
     }
 
@@ -100,8 +124,15 @@ impl Driver {
                 () = sleep_until_or_forever(deadline) => {
                     self.engine.handle_timeout(self.clock.now());
                 }
+                completion = next_completion(self.durability.as_mut()) => {
+                    self.on_completion(completion);
+                }
             }
             self.flush();
+            // One batch per wake-up: everything handled above shares one journal write.
+            if let Some(durability) = &mut self.durability {
+                durability.submit(self.engine.store().next_index());
+            }
         }
     }
 
@@ -121,6 +152,11 @@ impl Driver {
                     .entry(connection)
                     .or_default()
                     .push(id);
+                // A change the journal cannot take must not reach the engine at all.
+                if let Some(refusal) = self.durability.as_ref().and_then(|d| d.refusal(&request)) {
+                    self.release(id, refusal);
+                    return;
+                }
                 self.engine.handle_request(now, connection, id, request);
             }
             Command::Disconnect(connection) => {
@@ -136,7 +172,24 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.engine.stats());
             }
+            Command::Inspect { queues_max, reply } => {
+                let _ = reply.send(Inspection {
+                    now,
+                    start: self.engine.start_time(),
+                    stats: self.engine.stats(),
+                    queues: self.engine.queue_summaries(queues_max),
+                });
+            }
             Command::Shutdown => self.begin_shutdown(),
+            Command::CloseJournal(waiter) => {
+                self.flush();
+                match &mut self.durability {
+                    Some(durability) => durability.close(self.engine.store().next_index(), waiter),
+                    None => {
+                        let _ = waiter.send(Ok(()));
+                    }
+                }
+            }
         }
         // Replies are released as they come: without a journal there is nothing to wait for.
         self.flush();
@@ -145,21 +198,50 @@ impl Driver {
     fn flush(&mut self) {
         while let Some(output) = self.engine.poll_output() {
             match output {
-                Output::Persist(_) => {}
-                Output::Reply { request, reply, .. } => {
-                    if let Some((connection, waiter)) = self.pending.remove(&request) {
-                        if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
-                            in_flight.retain(|r| *r != request);
-                            if in_flight.is_empty() {
-                                self.pending_by_connection.remove(&connection);
-                            }
-                        }
-                        // The handler may be gone (client disconnected); nothing to do then.
-                        let _ = waiter.send(reply);
+                Output::Persist(event) => {
+                    if let Some(durability) = &mut self.durability {
+                        durability.persist(event);
+                    }
+                }
+                Output::Reply {
+                    request,
+                    reply,
+                    after_sync,
+                    ..
+                } => {
+                    let reply = match &mut self.durability {
+                        Some(durability) => durability.gate(request, reply, after_sync),
+                        None => Some(reply),
+                    };
+                    if let Some(reply) = reply {
+                        self.release(request, reply);
                     }
                 }
                 Output::Shutdown => self.begin_shutdown(),
             }
+        }
+    }
+
+    /// Sends `reply` to the handler waiting for `request`, if it still waits.
+    fn release(&mut self, request: RequestId, reply: Reply) {
+        if let Some((connection, waiter)) = self.pending.remove(&request) {
+            if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
+                in_flight.retain(|r| *r != request);
+                if in_flight.is_empty() {
+                    self.pending_by_connection.remove(&connection);
+                }
+            }
+            // The handler may be gone (client disconnected); nothing to do then.
+            let _ = waiter.send(reply);
+        }
+    }
+
+    fn on_completion(&mut self, completion: Option<Completion>) {
+        let Some(durability) = &mut self.durability else {
+            return;
+        };
+        for (request, reply) in durability.on_completion(completion) {
+            self.release(request, reply);
         }
     }
 
@@ -170,6 +252,14 @@ impl Driver {
         tracing::info!("shutting down");
         self.engine.handle_shutdown(self.clock.now());
         self.shutdown.send_replace(true);
+    }
+}
+
+/// The journal's next report, or never without a journal.
+async fn next_completion(durability: Option<&mut Durability>) -> Option<Completion> {
+    match durability {
+        Some(durability) => durability.completion().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::driver::Command;
-use super::Shared;
+use super::metrics::{self, Route};
+use super::{web, Shared};
 use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, RouteError};
 
@@ -109,35 +110,65 @@ async fn handle(
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
+    let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
     let body = match read_body(body, shared.config.body_bytes_max).await {
         Ok(body) => body,
         Err(response) => return response,
     };
     let path = parts.uri.path();
-    let request = match Request::route(parts.method.as_str(), path, body) {
-        Ok(request) => request,
-        Err(RouteError::NotFound) => {
-            let host = parts
-                .headers
+    let (route, response) = match Request::route(parts.method.as_str(), path, body) {
+        Ok(request) => {
+            let route = Route::of(&request);
+            (route, dispatch(&shared, connection, request).await)
+        }
+        Err(error) => (Route::Invalid, route_error(error, &parts.headers, path)),
+    };
+    shared.http_metrics.observe(route, started.elapsed());
+    response
+}
+
+fn route_error(error: RouteError, headers: &hyper::HeaderMap, path: &str) -> Response<Full<Bytes>> {
+    match error {
+        RouteError::NotFound => {
+            let host = headers
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            return text(StatusCode::NOT_FOUND, format!("Not found: //{host}{path}"));
+            text(StatusCode::NOT_FOUND, format!("Not found: //{host}{path}"))
         }
-        Err(RouteError::Malformed(detail)) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{INTERNAL_ERROR}: {detail}"),
-            );
-        }
-    };
-    if let Request::Web(_) = request {
-        return text(
-            StatusCode::NOT_FOUND,
-            "Not found: the web console is not built in",
-        );
+        RouteError::Malformed(detail) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{INTERNAL_ERROR}: {detail}"),
+        ),
     }
+}
+
+/// Answers a routed request: the operator surfaces here, everything else by the engine.
+async fn dispatch(
+    shared: &Shared,
+    connection: ConnectionId,
+    request: Request,
+) -> Response<Full<Bytes>> {
+    match request {
+        Request::Web(segments) => web::console(&segments),
+        Request::Metrics => metrics_page(shared).await,
+        Request::Health => health(shared),
+        request => ask_engine(shared, connection, request).await,
+    }
+}
+
+async fn ask_engine(
+    shared: &Shared,
+    connection: ConnectionId,
+    request: Request,
+) -> Response<Full<Bytes>> {
+    let shutting_down = || {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the switch is shutting down",
+        )
+    };
     let (reply_sender, reply_receiver) = oneshot::channel();
     let command = Command::Request {
         connection,
@@ -145,17 +176,60 @@ async fn handle(
         reply: reply_sender,
     };
     if shared.commands.send(command).await.is_err() {
+        return shutting_down();
+    }
+    match reply_receiver.await {
+        Ok(reply) => encode(&reply),
+        Err(_) => shutting_down(),
+    }
+}
+
+async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
+    let (reply, inspection) = oneshot::channel();
+    let command = Command::Inspect {
+        queues_max: shared.config.metrics_queues_max,
+        reply,
+    };
+    if shared.commands.send(command).await.is_err() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the switch is shutting down",
         );
     }
-    match reply_receiver.await {
-        Ok(reply) => encode(&reply),
-        Err(_) => text(
+    let Ok(inspection) = inspection.await else {
+        return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the switch is shutting down",
-        ),
+        );
+    };
+    let body = metrics::render(
+        &inspection,
+        &shared.http_metrics,
+        shared.sync_latency.as_deref(),
+        shared.config.engine.trace_bytes_max,
+    );
+    web::typed(
+        StatusCode::OK,
+        body,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+/// Ready once the switch serves (recovery finishes before any listener is served); not
+/// ready while shutting down, so load balancers and supervisors stop sending work.
+fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    if *shared.shutdown.borrow() {
+        web::typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping\n".to_owned(),
+            "text/plain; charset=utf-8",
+        )
+    } else {
+        web::typed(
+            StatusCode::OK,
+            "ready\n".to_owned(),
+            "text/plain; charset=utf-8",
+        )
     }
 }
 

@@ -11,7 +11,12 @@
 //! configuration supplies the start time.
 
 mod driver;
+mod durable;
 mod http;
+mod metrics;
+mod web;
+
+pub use metrics::Histogram;
 
 use std::future::Future;
 use std::io;
@@ -26,7 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::engine::{self, Engine, EngineStats, Timestamp};
+use crate::store::{self, JournalStats, Opened, StatsHandle, StoreError};
 use driver::{Clock, Command, Driver};
+use durable::Durability;
 
 /// Server configuration: the engine's limits plus the shell's own.
 #[derive(Clone, Debug)]
@@ -41,9 +48,15 @@ pub struct Config {
     pub command_queue_len: usize,
     /// How long a shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
+    /// Most queues given their own series in `/metrics` (the deepest ones), to bound label
+    /// cardinality.
+    pub metrics_queues_max: usize,
     /// The switch's start time. `None` reads the wall clock once at start; the simulation
     /// passes a fixed time so that runs are reproducible.
     pub start_time: Option<Timestamp>,
+    /// Journal tuning, used by [`Switch::open_dir`] (and by whoever opens a store for
+    /// [`Switch::start_durable`]).
+    pub journal: store::Options,
 }
 
 impl Default for Config {
@@ -54,7 +67,9 @@ impl Default for Config {
             connections_max: 10_000,
             command_queue_len: 4096,
             drain_timeout: Duration::from_secs(5),
+            metrics_queues_max: 100,
             start_time: None,
+            journal: store::Options::default(),
         }
     }
 }
@@ -100,17 +115,83 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     open_connections: AtomicUsize,
     all_closed: Notify,
+    http_metrics: metrics::HttpMetrics,
+    /// Journal sync latencies, when the switch is durable.
+    sync_latency: Option<Arc<Histogram>>,
+    /// The journal's counters, when the switch is durable.
+    journal_stats: Option<StatsHandle>,
 }
 
 impl Switch {
     /// Starts the engine's driver on the current tokio runtime. The switch serves nothing
     /// until [`Switch::serve`] is given a listener.
+    /// Nothing is persisted: every reply is released as soon as the engine makes it.
     pub fn start(config: Config) -> Switch {
         let start_time = config.start_time.unwrap_or_else(wall_clock_now);
         let engine = Engine::new(config.engine.clone(), start_time);
+        Self::launch(config, start_time, engine, None)
+    }
+
+    /// Starts a durable switch over a recovered store (from [`store::open_dir`],
+    /// [`store::open_threaded`] or, in the simulation, [`store::open_on_runtime`]), on the
+    /// current tokio runtime.
+    ///
+    /// A 200 reply to a mutating request (create, destroy, send, ack) then leaves only after
+    /// its change is durable; concurrent requests share one sync. Reads never wait for the
+    /// disk. If the journal fails, the mutations waiting on it get 507 (disk full) or 503,
+    /// new mutations are refused the same way, and the switch accepts them again once the
+    /// journal's retries succeed.
+    pub fn start_durable(config: Config, opened: Opened) -> Switch {
+        let start_time = config.start_time.unwrap_or_else(wall_clock_now);
+        let recovered_next_index = opened.store.next_index();
+        let engine = Engine::with_store(config.engine.clone(), start_time, opened.store);
+        let sync_latency = Arc::new(Histogram::default());
+        let stats = opened.journal.stats();
+        let durability =
+            Durability::new(opened.journal, recovered_next_index, sync_latency.clone());
+        Self::launch(
+            config,
+            start_time,
+            engine,
+            Some((durability, sync_latency, stats)),
+        )
+    }
+
+    /// Recovers (creating it if missing) the state directory `dir` with `config.journal`,
+    /// off the async threads, then [`Switch::start_durable`]s over it. Returns what recovery
+    /// found too.
+    pub async fn open_dir(
+        config: Config,
+        dir: &Path,
+    ) -> Result<(Switch, store::RecoveryReport), StoreError> {
+        let options = config.journal.clone();
+        let dir = dir.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || store::open_dir(&dir, &options))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        let report = opened.report.clone();
+        Ok((Self::start_durable(config, opened), report))
+    }
+
+    fn launch(
+        config: Config,
+        start_time: Timestamp,
+        engine: Engine,
+        durable: Option<(Durability, Arc<Histogram>, StatsHandle)>,
+    ) -> Switch {
         let (commands, receiver) = mpsc::channel(config.command_queue_len.max(1));
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let driver = Driver::new(engine, Clock::new(start_time), receiver, shutdown_sender);
+        let (durability, sync_latency, journal_stats) = match durable {
+            Some((durability, latency, stats)) => (Some(durability), Some(latency), Some(stats)),
+            None => (None, None, None),
+        };
+        let driver = Driver::new(
+            engine,
+            Clock::new(start_time),
+            receiver,
+            shutdown_sender,
+            durability,
+        );
         tokio::spawn(driver.run());
         Switch {
             shared: Arc::new(Shared {
@@ -120,6 +201,9 @@ impl Switch {
                 next_connection: AtomicU64::new(0),
                 open_connections: AtomicUsize::new(0),
                 all_closed: Notify::new(),
+                http_metrics: metrics::HttpMetrics::default(),
+                sync_latency,
+                journal_stats,
             }),
         }
     }
@@ -181,6 +265,45 @@ impl Switch {
         {
             tracing::warn!("shutdown: gave up waiting for connections to close");
         }
+        if let Err(error) = self.close_journal().await {
+            tracing::error!(%error, "shutdown: the journal is not fully durable");
+        }
+    }
+
+    /// Makes every change durable and stops the journal (done by [`Switch::stopped`]; call
+    /// it afterwards to learn the outcome, e.g. for the exit status). `Ok` at once without a
+    /// journal; idempotent. Changes are refused once the journal is closed.
+    pub async fn close_journal(&self) -> Result<(), String> {
+        let (sender, receiver) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::CloseJournal(sender))
+            .await
+            .is_err()
+        {
+            return Err("the switch has stopped".to_owned());
+        }
+        // A sync can only hang on a hung disk; do not hang the shutdown with it forever.
+        let limit = self
+            .shared
+            .config
+            .drain_timeout
+            .max(Duration::from_secs(10));
+        match tokio::time::timeout(limit, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the switch has stopped".to_owned()),
+            Err(_) => Err(format!(
+                "the journal did not finish within {} s",
+                limit.as_secs_f64()
+            )),
+        }
+    }
+
+    /// The journal's counters (syncs, compactions and their timings), if the switch is
+    /// durable.
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.shared.journal_stats.as_ref().map(StatsHandle::get)
     }
 
     /// The engine's bookkeeping counts, or `None` if the driver has stopped.

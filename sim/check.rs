@@ -1,0 +1,816 @@
+//! The checkers: they judge a whole run's history against the five invariants of issue 4.
+//!
+//! The history is what the clients saw: each request has an invocation time and, if it
+//! ended, a completion time; the switch applied it somewhere in between (or, for a request
+//! whose reply was lost, at some unknown time after its invocation, or never). Every checker
+//! reasons with these intervals, so it reports only what no ordering of the switch's work
+//! could explain. Connection lifetimes come from the network registry.
+//!
+//! Without durability a restarted switch is empty: messages, queues and sessions never cross
+//! an incarnation ("epoch"), so most checks compare requests of the same epoch only; ids,
+//! however, must grow across epochs too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use message_switch::protocol::{Message, MessageId, QueueName, Request};
+
+use crate::harness::{RunResult, SETTLE};
+use crate::history::{CallResult, Outcome, ReplyData, What};
+use crate::net::ConnRecord;
+use crate::workload::CALL_TIMEOUT;
+
+/// How long after the switch must know a session is gone its transient queues may linger
+/// (the switch processes the disconnect within a tick or two; this leaves room for ticks).
+const CLEANUP_BOUND_US: u64 = 500_000;
+
+/// The invariants, numbered as in the issue.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Invariant {
+    /// 1. Transient queues live exactly as long as their session (plus a bound).
+    Transient = 1,
+    /// 2. At-least-once delivery until ack; nothing after the ack.
+    AtLeastOnce = 2,
+    /// 3. Transfer returns exactly the stored messages after the cursor, ascending; ids grow.
+    Transfer = 3,
+    /// 4. RPC replies go to their own call; calls complete once faults heal.
+    Rpc = 4,
+    /// 5. No leaks once the clients are gone.
+    Leaks = 5,
+}
+
+/// One violation.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What happened, with the op numbers and times involved.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invariant {} ({:?}): {}",
+            self.invariant as u8, self.invariant, self.what
+        )
+    }
+}
+
+/// One request with its interval.
+#[derive(Clone, Debug)]
+struct Op {
+    op: u64,
+    conn: u64,
+    epoch: u32,
+    session: Option<String>,
+    request: Request,
+    t_i: u64,
+    t_c: Option<u64>,
+    outcome: Option<Outcome>,
+}
+
+impl Op {
+    /// The switch may have applied it (anything but a non-200 answer).
+    fn maybe_applied(&self) -> bool {
+        !matches!(self.outcome, Some(Outcome::Status(..)))
+    }
+
+    /// The switch applied it, before `t_c`.
+    fn ok(&self) -> Option<&ReplyData> {
+        match &self.outcome {
+            Some(Outcome::Ok(data)) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The latest time it may have been applied at.
+    fn latest_effect(&self) -> u64 {
+        match (&self.outcome, self.t_c) {
+            (Some(Outcome::Ok(_)), Some(t)) => t,
+            _ => u64::MAX,
+        }
+    }
+
+    fn t_c_or_max(&self) -> u64 {
+        self.t_c.unwrap_or(u64::MAX)
+    }
+}
+
+/// The facts derived from a run that the checkers share.
+struct Facts<'a> {
+    run: &'a RunResult,
+    ops: Vec<Op>,
+    conns: BTreeMap<u64, &'a ConnRecord>,
+    epoch_start: BTreeMap<u32, u64>,
+    /// Transient queue name -> owning session (only names created by exactly one session).
+    owners: BTreeMap<QueueName, String>,
+    /// Per session and epoch, the connections that tried to log in as it: (conn, login
+    /// invocation, login success time).
+    logins: BTreeMap<(String, u32), Vec<Login>>,
+}
+
+/// A connection's attempt to log in: (connection, invocation time, success time if it
+/// succeeded).
+type Login = (u64, u64, Option<u64>);
+
+/// Runs every checker.
+pub fn check(run: &RunResult) -> Vec<Violation> {
+    let facts = Facts::new(run);
+    let mut violations = Vec::new();
+    if let Some(error) = &run.host_error {
+        violations.push(Violation {
+            invariant: Invariant::Leaks,
+            what: format!("a host failed: {error}"),
+        });
+    }
+    check_protocol(&facts, &mut violations);
+    check_transient(&facts, &mut violations);
+    check_transfers(&facts, &mut violations);
+    check_ids_grow(&facts, &mut violations);
+    check_rpc(&facts, &mut violations);
+    check_leaks(&facts, &mut violations);
+    violations
+}
+
+impl<'a> Facts<'a> {
+    fn new(run: &'a RunResult) -> Self {
+        let mut ops: Vec<Op> = Vec::new();
+        let mut index: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut epoch_start = BTreeMap::new();
+        for event in &run.events {
+            match &event.what {
+                What::Invoke {
+                    op,
+                    conn,
+                    epoch,
+                    session,
+                    request,
+                    ..
+                } => {
+                    index.insert(*op, ops.len());
+                    ops.push(Op {
+                        op: *op,
+                        conn: *conn,
+                        epoch: *epoch,
+                        session: session.clone(),
+                        request: request.clone(),
+                        t_i: event.t_us,
+                        t_c: None,
+                        outcome: None,
+                    });
+                }
+                What::Complete { op, outcome } => {
+                    if let Some(&i) = index.get(op) {
+                        ops[i].t_c = Some(event.t_us);
+                        ops[i].outcome = Some(outcome.clone());
+                    }
+                }
+                What::SwitchUp { epoch } => {
+                    epoch_start.insert(*epoch, event.t_us);
+                }
+                _ => {}
+            }
+        }
+        let conns = run.conns.iter().map(|c| (c.id, c)).collect();
+        let mut creators: BTreeMap<QueueName, BTreeSet<String>> = BTreeMap::new();
+        let mut logins: BTreeMap<(String, u32), Vec<Login>> = BTreeMap::new();
+        for op in &ops {
+            match (&op.request, op.ok()) {
+                (Request::CreateTransient(Some(name)), _) if op.maybe_applied() => {
+                    if let Some(session) = &op.session {
+                        creators
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(session.clone());
+                    }
+                }
+                (Request::CreateTransient(None), Some(ReplyData::Name(name))) => {
+                    if let Some(session) = &op.session {
+                        creators
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(session.clone());
+                    }
+                }
+                (Request::Login(token), _) if op.maybe_applied() => {
+                    let ok = op.ok().map(|_| op.t_c.unwrap_or(u64::MAX));
+                    logins
+                        .entry((token.to_text(), op.epoch))
+                        .or_default()
+                        .push((op.conn, op.t_i, ok));
+                }
+                _ => {}
+            }
+        }
+        // A persistent create of the same name would make ownership ambiguous.
+        for op in &ops {
+            if let Request::CreatePersistent(name) = &op.request {
+                creators.remove(name);
+            }
+        }
+        let owners = creators
+            .into_iter()
+            .filter(|(_, sessions)| sessions.len() == 1)
+            .filter_map(|(name, sessions)| Some((name, sessions.into_iter().next()?)))
+            .collect();
+        Facts {
+            run,
+            ops,
+            conns,
+            epoch_start,
+            owners,
+            logins,
+        }
+    }
+
+    /// When the switch had surely learnt that `conn` closed (`u64::MAX` if never).
+    fn known_closed(&self, conn: u64) -> u64 {
+        let Some(record) = self.conns.get(&conn) else {
+            return u64::MAX;
+        };
+        let mut known = u64::MAX;
+        if let Some(t) = record.server_closed_us {
+            known = known.min(t);
+        }
+        if let Some(t) = record.reset_us {
+            known = known.min(t);
+        }
+        if let Some(t) = record.client_closed_us {
+            // The FIN leaves at `t`, or when a hold covering `t` is released; a FIN lost to a
+            // partition shows up as a reset at the repair.
+            let leaves = self
+                .run
+                .holds
+                .iter()
+                .filter(|(host, start, end)| {
+                    *host == record.client_host && *start <= t && t <= *end
+                })
+                .map(|(_, _, end)| *end)
+                .max()
+                .unwrap_or(t);
+            if !record.doomed {
+                known = known.min(leaves + self.run.plan.latency_max_us + 2_000);
+            }
+        }
+        known
+    }
+
+    /// The end of `conn`'s surely-open time: the earliest sign of its close.
+    fn surely_open_until(&self, conn: u64) -> u64 {
+        let Some(record) = self.conns.get(&conn) else {
+            return 0;
+        };
+        [
+            record.client_closed_us,
+            record.server_closed_us,
+            record.reset_us,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX)
+    }
+
+    /// Whether `session` surely had a logged-in, open connection at every moment of
+    /// `[from, to]` in `epoch`.
+    fn session_surely_alive(&self, session: &str, epoch: u32, from: u64, to: u64) -> bool {
+        let Some(logins) = self.logins.get(&(session.to_owned(), epoch)) else {
+            return false;
+        };
+        let mut intervals: Vec<(u64, u64)> = logins
+            .iter()
+            .filter_map(|(conn, _, ok)| {
+                Some((ok.as_ref().copied()?, self.surely_open_until(*conn)))
+            })
+            .filter(|(start, end)| start < end)
+            .collect();
+        intervals.sort();
+        let mut covered = from;
+        for (start, end) in intervals {
+            if start > covered {
+                break;
+            }
+            covered = covered.max(end);
+            if covered > to {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// When the switch surely knew that `session` had no connection left in `epoch`, as seen
+    /// by a request invoked at `before` (`None` if some connection may still be open).
+    fn session_surely_gone_since(&self, session: &str, epoch: u32, before: u64) -> Option<u64> {
+        let start = *self.epoch_start.get(&epoch)?;
+        let mut gone = start;
+        if let Some(logins) = self.logins.get(&(session.to_owned(), epoch)) {
+            for (conn, invoked, _) in logins {
+                if *invoked >= before {
+                    continue;
+                }
+                gone = gone.max(self.known_closed(*conn));
+            }
+        }
+        (gone != u64::MAX).then_some(gone)
+    }
+}
+
+/// Every reply is well-formed, and the only error a correct client meets is "Please log in.".
+fn check_protocol(facts: &Facts, out: &mut Vec<Violation>) {
+    for op in &facts.ops {
+        match &op.outcome {
+            Some(Outcome::BadReply(error)) => out.push(Violation {
+                invariant: Invariant::Transfer,
+                what: format!("op {} {:?}: malformed reply: {error}", op.op, op.request),
+            }),
+            Some(Outcome::Status(status, text))
+                if !(*status == 404 && text == "Please log in." && op.session.is_none()) =>
+            {
+                out.push(Violation {
+                    invariant: Invariant::Transfer,
+                    what: format!(
+                        "op {} {:?} (session {:?}): unexpected {status} {text:?}",
+                        op.op, op.request, op.session
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Observations of which queues exist: (op, name, exists).
+fn existence_observations<'f>(facts: &'f Facts) -> Vec<(&'f Op, QueueName, bool)> {
+    let mut seen = Vec::new();
+    for op in &facts.ops {
+        match (&op.request, op.ok()) {
+            (Request::Send { queue, .. }, Some(ReplyData::Sent(id))) => {
+                seen.push((op, queue.clone(), id.is_some()));
+            }
+            (
+                Request::List {
+                    prefix,
+                    alive_only: false,
+                },
+                Some(ReplyData::List(names)),
+            ) => {
+                for name in facts.owners.keys() {
+                    if name.as_bytes().starts_with(prefix.as_bytes()) {
+                        seen.push((op, name.clone(), names.contains(name)));
+                    }
+                }
+            }
+            (Request::Diagnostics, Some(ReplyData::Queues(permanent, transient))) => {
+                for name in facts.owners.keys() {
+                    let exists = permanent.contains(name) || transient.contains(name);
+                    seen.push((op, name.clone(), exists));
+                }
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Invariant 1: a transient queue exists while its session has a connection, and is gone
+/// within a bound once the switch knows the session's last connection closed.
+fn check_transient(facts: &Facts, out: &mut Vec<Violation>) {
+    for (op, name, exists) in existence_observations(facts) {
+        let Some(owner) = facts.owners.get(&name) else {
+            continue;
+        };
+        if exists {
+            // Liveness of the cleanup.
+            if let Some(gone) = facts.session_surely_gone_since(owner, op.epoch, op.t_c_or_max()) {
+                if op.t_i > gone.saturating_add(CLEANUP_BOUND_US) {
+                    out.push(Violation {
+                        invariant: Invariant::Transient,
+                        what: format!(
+                            "op {} at {}us saw transient queue {name} of session {owner} \
+                             {}us after the switch knew the session was gone (at {gone}us)",
+                            op.op,
+                            op.t_i,
+                            op.t_i - gone
+                        ),
+                    });
+                }
+            }
+            continue;
+        }
+        // Safety: it must not vanish while its session is alive and nobody destroyed it.
+        let created = facts
+            .ops
+            .iter()
+            .filter(|c| {
+                c.epoch == op.epoch
+                    && c.session.as_deref() == Some(owner.as_str())
+                    && matches!(&c.request, Request::CreateTransient(Some(n)) if *n == name)
+                    && c.ok().is_some()
+                    && c.t_c_or_max() < op.t_i
+            })
+            .max_by_key(|c| c.t_c);
+        let Some(created) = created else { continue };
+        let destroyed = facts.ops.iter().any(|d| {
+            d.epoch == op.epoch
+                && matches!(&d.request, Request::Destroy(n) if *n == name)
+                && d.maybe_applied()
+                && d.t_i < op.t_c_or_max()
+                && d.latest_effect() > created.t_i
+        });
+        if destroyed {
+            continue;
+        }
+        if facts.session_surely_alive(owner, op.epoch, created.t_i, op.t_c_or_max()) {
+            out.push(Violation {
+                invariant: Invariant::Transient,
+                what: format!(
+                    "op {} at {}us found transient queue {name} missing while its session \
+                     {owner} surely had an open connection (created by op {} at {}us)",
+                    op.op, op.t_i, created.op, created.t_i
+                ),
+            });
+        }
+    }
+}
+
+/// A message some Send stored (or may have stored).
+struct Sent<'f> {
+    op: &'f Op,
+    queue: QueueName,
+    message: &'f Message,
+}
+
+/// Invariants 2 and 3 over every Transfer reply.
+fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
+    let mut by_payload: BTreeMap<&[u8], Sent> = BTreeMap::new();
+    let mut stored: BTreeMap<(u32, QueueName), Vec<(i64, &Op)>> = BTreeMap::new();
+    for op in &facts.ops {
+        if let Request::Send { queue, message } = &op.request {
+            by_payload.insert(
+                &message.payload[..],
+                Sent {
+                    op,
+                    queue: queue.clone(),
+                    message,
+                },
+            );
+            if let Some(ReplyData::Sent(Some(id))) = op.ok() {
+                stored
+                    .entry((op.epoch, queue.clone()))
+                    .or_default()
+                    .push((id.index, op));
+            }
+        }
+    }
+    let mut acks: BTreeMap<(u32, MessageId), Vec<&Op>> = BTreeMap::new();
+    let mut destroys: BTreeMap<(u32, QueueName), Vec<&Op>> = BTreeMap::new();
+    for op in &facts.ops {
+        match &op.request {
+            Request::Ack(id) if op.maybe_applied() => {
+                acks.entry((op.epoch, id.clone())).or_default().push(op)
+            }
+            Request::Destroy(name) if op.maybe_applied() => destroys
+                .entry((op.epoch, name.clone()))
+                .or_default()
+                .push(op),
+            _ => {}
+        }
+    }
+    let no_ops: Vec<&Op> = Vec::new();
+    for t in &facts.ops {
+        let (Request::Transfer(request), Some(ReplyData::Transfer(reply))) = (&t.request, t.ok())
+        else {
+            continue;
+        };
+        let t_c = t.t_c_or_max();
+        let from = request.from.unwrap_or(-1);
+        let bad = |what: String| Violation {
+            invariant: Invariant::Transfer,
+            what: format!("transfer op {} at {}us {:?}: {what}", t.op, t.t_i, request),
+        };
+        // Invariant 3, locally: queues in request order, ids ascending and after the cursor,
+        // `next` as specified.
+        let mut last: Option<(usize, i64)> = None;
+        for (id, _) in &reply.messages {
+            let Some(position) = request.queues.iter().position(|q| *q == id.queue) else {
+                out.push(bad(format!("returned {id} of a queue it did not ask for")));
+                continue;
+            };
+            if id.index <= from {
+                out.push(bad(format!("returned {id}, not after the cursor {from}")));
+            }
+            if let Some((p, i)) = last {
+                if position < p || (position == p && id.index <= i) {
+                    out.push(bad(format!("returned {id} out of order")));
+                }
+            }
+            last = Some((position, id.index));
+        }
+        let expected_next = reply
+            .messages
+            .iter()
+            .map(|(id, _)| id.index)
+            .max()
+            .unwrap_or(from);
+        if reply.next != expected_next {
+            out.push(bad(format!(
+                "next is {} but should be {expected_next}",
+                reply.next
+            )));
+        }
+        // Invariant 2 (and 3's "exactly"): every returned message was stored, in this
+        // incarnation, and not surely removed before the transfer began.
+        for (id, message) in &reply.messages {
+            let Some(sent) = by_payload.get(&message.payload[..]) else {
+                out.push(bad(format!("returned {id}, which nobody sent")));
+                continue;
+            };
+            let s = sent.op;
+            let mismatch = sent.queue != id.queue
+                || sent.message.kind != message.kind
+                || s.epoch != t.epoch
+                || s.t_i > t_c
+                || matches!(s.ok(), Some(ReplyData::Sent(None)))
+                || matches!(s.ok(), Some(ReplyData::Sent(Some(sid))) if sid != id);
+            if mismatch {
+                out.push(bad(format!(
+                    "returned {id} = {:?}, which does not match its send (op {}, epoch {}, \
+                     queue {}, reply {:?})",
+                    message, s.op, s.epoch, sent.queue, s.outcome
+                )));
+                continue;
+            }
+            let acked = acks
+                .get(&(t.epoch, id.clone()))
+                .unwrap_or(&no_ops)
+                .iter()
+                .find(|a| a.ok().is_some() && a.t_c_or_max() < t.t_i && a.t_i > s.t_i);
+            if let Some(ack) = acked {
+                out.push(Violation {
+                    invariant: Invariant::AtLeastOnce,
+                    what: format!(
+                        "transfer op {} at {}us returned {id} after its ack (op {}) \
+                         completed at {}us",
+                        t.op,
+                        t.t_i,
+                        ack.op,
+                        ack.t_c_or_max()
+                    ),
+                });
+            }
+            let destroyed = destroys
+                .get(&(t.epoch, id.queue.clone()))
+                .unwrap_or(&no_ops)
+                .iter()
+                .find(|d| d.ok().is_some() && d.t_i > s.t_c_or_max() && d.t_c_or_max() < t.t_i);
+            if let Some(destroy) = destroyed {
+                out.push(Violation {
+                    invariant: Invariant::AtLeastOnce,
+                    what: format!(
+                        "transfer op {} at {}us returned {id} after its queue was destroyed \
+                         (op {} completed at {}us)",
+                        t.op,
+                        t.t_i,
+                        destroy.op,
+                        destroy.t_c_or_max()
+                    ),
+                });
+            }
+        }
+        // Invariant 2, completeness: every message surely stored before the transfer began,
+        // after the cursor and not possibly removed, is returned.
+        let returned: BTreeSet<&MessageId> = reply.messages.iter().map(|(id, _)| id).collect();
+        for queue in &request.queues {
+            let Some(messages) = stored.get(&(t.epoch, queue.clone())) else {
+                continue;
+            };
+            for (index, s) in messages {
+                if *index <= from || s.t_c_or_max() >= t.t_i {
+                    continue;
+                }
+                let id = MessageId::new(queue.clone(), *index);
+                if returned.contains(&id) {
+                    continue;
+                }
+                let maybe_acked = acks
+                    .get(&(t.epoch, id.clone()))
+                    .is_some_and(|a| a.iter().any(|a| a.t_i < t_c));
+                let maybe_destroyed = destroys
+                    .get(&(t.epoch, queue.clone()))
+                    .is_some_and(|d| d.iter().any(|d| d.t_i < t_c && d.latest_effect() > s.t_i));
+                let maybe_cleaned = facts
+                    .owners
+                    .get(queue)
+                    .is_some_and(|owner| !facts.session_surely_alive(owner, t.epoch, s.t_i, t_c));
+                if maybe_acked || maybe_destroyed || maybe_cleaned {
+                    continue;
+                }
+                out.push(Violation {
+                    invariant: Invariant::AtLeastOnce,
+                    what: format!(
+                        "transfer op {} at {}us {:?} did not return {id}, stored by op {} \
+                         (completed at {}us), never acked, its queue never destroyed",
+                        t.op,
+                        t.t_i,
+                        request,
+                        s.op,
+                        s.t_c_or_max()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Invariant 3: for one queue name, a Send that began after another ended gets a larger id,
+/// across Destroy/re-create and across restarts.
+fn check_ids_grow(facts: &Facts, out: &mut Vec<Violation>) {
+    let mut by_queue: BTreeMap<&QueueName, Vec<(&Op, i64)>> = BTreeMap::new();
+    for op in &facts.ops {
+        if let (Request::Send { queue, .. }, Some(ReplyData::Sent(Some(id)))) =
+            (&op.request, op.ok())
+        {
+            if id.queue != *queue {
+                out.push(Violation {
+                    invariant: Invariant::Transfer,
+                    what: format!(
+                        "send op {} to {queue} got the id {id} of another queue",
+                        op.op
+                    ),
+                });
+            }
+            by_queue.entry(queue).or_default().push((op, id.index));
+        }
+    }
+    for (queue, mut sends) in by_queue {
+        // Sweep in invocation order, keeping the largest id of the sends completed before.
+        let mut completed: Vec<(u64, i64, u64)> = sends
+            .iter()
+            .map(|(op, index)| (op.t_c_or_max(), *index, op.op))
+            .collect();
+        completed.sort();
+        sends.sort_by_key(|(op, _)| op.t_i);
+        let mut next = 0;
+        let mut best: Option<(i64, u64)> = None;
+        for (op, index) in sends {
+            while next < completed.len() && completed[next].0 < op.t_i {
+                let (_, i, o) = completed[next];
+                if best.is_none_or(|(b, _)| i > b) {
+                    best = Some((i, o));
+                }
+                next += 1;
+            }
+            if let Some((earlier, earlier_op)) = best {
+                if index <= earlier {
+                    out.push(Violation {
+                        invariant: Invariant::Transfer,
+                        what: format!(
+                            "ids went backwards on {queue}: send op {} (at {}us, epoch {}) \
+                             got {index} after send op {earlier_op} got {earlier}",
+                            op.op, op.t_i, op.epoch
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Invariant 4: every reply belongs to its call; once faults heal, calls complete.
+fn check_rpc(facts: &Facts, out: &mut Vec<Violation>) {
+    let mut starts = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    for event in &facts.run.events {
+        match &event.what {
+            What::CallStart { call, payload, .. } => {
+                starts.insert(*call, (event.t_us, payload.clone()));
+            }
+            What::CallEnd { call, result } => {
+                ends.insert(*call, (event.t_us, result.clone()));
+            }
+            _ => {}
+        }
+    }
+    let plan = &facts.run.plan;
+    let live_from = plan.heal_us + SETTLE.as_micros() as u64;
+    let must_end_by = plan
+        .stop_us
+        .saturating_sub(CALL_TIMEOUT.as_micros() as u64 + 3_000_000);
+    for (call, (started, payload)) in &starts {
+        let end = ends.get(call);
+        if let Some((_, CallResult::Replied(reply))) = end {
+            let mut expected = b"re:".to_vec();
+            expected.extend_from_slice(payload);
+            expected.push(b'|');
+            if !reply.starts_with(&expected) {
+                out.push(Violation {
+                    invariant: Invariant::Rpc,
+                    what: format!(
+                        "call {call} ({:?}) got another call's reply {:?}",
+                        String::from_utf8_lossy(payload),
+                        String::from_utf8_lossy(reply)
+                    ),
+                });
+            }
+        }
+        if *started < live_from || *started > must_end_by {
+            continue;
+        }
+        match end {
+            Some((_, CallResult::Replied(_))) => {}
+            Some((ended, result)) => out.push(Violation {
+                invariant: Invariant::Rpc,
+                what: format!(
+                    "call {call} started at {started}us, after the heal, ended at {ended}us \
+                     with {result:?}"
+                ),
+            }),
+            None => out.push(Violation {
+                invariant: Invariant::Rpc,
+                what: format!("call {call} started at {started}us, after the heal, never ended"),
+            }),
+        }
+    }
+}
+
+/// Invariant 5: once clients and janitor are gone, the switch holds nothing; and at every
+/// probe it holds no more parked requests than connections.
+fn check_leaks(facts: &Facts, out: &mut Vec<Violation>) {
+    let run = facts.run;
+    if !run.clients_stopped {
+        out.push(Violation {
+            invariant: Invariant::Leaks,
+            what: "client processes did not stop within 10 s of being asked".into(),
+        });
+    }
+    let Some(janitor_done) = run.janitor_done_us else {
+        out.push(Violation {
+            invariant: Invariant::Leaks,
+            what: "the janitor did not finish".into(),
+        });
+        return;
+    };
+    // The janitor's first look: every session is gone, so no transient queue may be left.
+    let janitor_view = facts.ops.iter().find(|op| {
+        op.session.as_deref() == Some("janitor") && matches!(op.request, Request::Diagnostics)
+    });
+    if let Some(ReplyData::Queues(_, transient)) = janitor_view.and_then(|op| op.ok()) {
+        if !transient.is_empty() {
+            out.push(Violation {
+                invariant: Invariant::Transient,
+                what: format!("after every client left, transient queues remain: {transient:?}"),
+            });
+        }
+    }
+    let mut last = None;
+    for event in &run.events {
+        if let What::Probe(probe) = &event.what {
+            let parked = probe.stats.parked_transfers + probe.stats.parked_traces;
+            if parked > probe.stats.connections {
+                out.push(Violation {
+                    invariant: Invariant::Leaks,
+                    what: format!(
+                        "at {}us {parked} parked requests but {} connections",
+                        event.t_us, probe.stats.connections
+                    ),
+                });
+            }
+            if event.t_us > janitor_done + 500_000 {
+                last = Some(probe.clone());
+            }
+        }
+    }
+    let Some(probe) = last else {
+        out.push(Violation {
+            invariant: Invariant::Leaks,
+            what: "no probe of the switch after the janitor finished".into(),
+        });
+        return;
+    };
+    let s = probe.stats;
+    let leaked = s.connections
+        + s.sessions
+        + s.queues
+        + s.messages
+        + s.payload_bytes
+        + s.parked_transfers
+        + s.parked_traces
+        + s.alive_queues
+        + probe.open_connections
+        + probe.tcp_streams;
+    if leaked != 0 {
+        out.push(Violation {
+            invariant: Invariant::Leaks,
+            what: format!(
+                "after everyone left the switch still holds {probe:?}; connections the switch \
+                 never closed: {:?}",
+                run.conns
+                    .iter()
+                    .filter(|c| c.server_closed_us.is_none())
+                    .collect::<Vec<_>>()
+            ),
+        });
+    }
+}

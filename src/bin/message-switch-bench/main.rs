@@ -1,0 +1,445 @@
+//! `message-switch-bench`: measures the switch against the floor of plain HTTP/1.1, side by
+//! side in one run (docs/performance.md explains every figure).
+//!
+//! ```text
+//! cargo build --release --bins && target/release/message-switch-bench [--quick]
+//! ```
+//!
+//! The switch under test is the release `message-switch` binary next to this executable, run
+//! as a child process listening on loopback TCP (port 0) and a Unix socket in a scratch
+//! directory, once without and once with `--statedir`. The floor is a trivial hyper echo
+//! server, run as a child process too (this binary, re-executed with the hidden
+//! `echo-server` subcommand), so that both servers are measured the same way: their CPU time
+//! from `/proc/PID/stat`, their memory from `/proc/PID/status`. The load generator (this
+//! process) uses the crate's own client library.
+//!
+//! Sections, in order: floor and RPC cells interleaved per transport and concurrency (so that
+//! a cell and its floor see the same background load on a shared machine), fan-out, the cost
+//! of a Send with idle waiters, memory. The report (Markdown) goes to stdout, progress to
+//! stderr.
+
+mod child;
+mod echo;
+mod measure;
+mod report;
+mod rpc;
+mod scale;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use message_switch::client::{Connection, ConnectionConfig, TcpConnector, UnixConnector};
+
+use child::{ChildProcess, ScratchDir};
+use measure::{Throughput, Timing};
+use report::Report;
+
+/// Measures the message switch against plain HTTP/1.1 round trips, side by side in one run.
+#[derive(Parser, Debug)]
+#[command(name = "message-switch-bench", version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Internal>,
+
+    /// A short run (well under 30 s): shorter windows, fewer messages for the memory figure.
+    /// Numbers are noisier; use it as a smoke test.
+    #[arg(long)]
+    quick: bool,
+
+    /// The switch binary. Default: `message-switch` next to this executable.
+    #[arg(long, value_name = "PATH")]
+    switch: Option<PathBuf>,
+
+    /// Run only these sections.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
+    only: Vec<Section>,
+
+    /// Concurrency levels of the floor and RPC cells.
+    #[arg(long, value_delimiter = ',', value_name = "N", default_values_t = [1, 16, 256])]
+    concurrency: Vec<usize>,
+
+    /// Transports of the floor and RPC cells.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "T",
+          default_values_t = [Transport::Unix, Transport::Tcp])]
+    transport: Vec<Transport>,
+
+    /// Switch storage modes of the RPC cells: `memory` (no flag) and `statedir`
+    /// (`--statedir` in the scratch directory).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "S",
+          default_values_t = [Storage::Memory, Storage::Statedir])]
+    storage: Vec<Storage>,
+
+    /// Seconds of load before each measurement window. Default: 0.5 (quick: 0.15).
+    #[arg(long, value_name = "SECONDS")]
+    warmup: Option<f64>,
+
+    /// Seconds each measurement window lasts. Default: 2 (quick: 0.5).
+    #[arg(long, value_name = "SECONDS")]
+    window: Option<f64>,
+
+    /// Messages stored for the memory figure. Default: 1,000,000 (quick: 100,000).
+    #[arg(long, value_name = "N")]
+    messages: Option<u64>,
+
+    /// Idle Transfers parked for the send-cost figure.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    idle: usize,
+
+    /// Queues (each with one listener) of the fan-out figure.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    fanout_queues: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Internal {
+    /// The floor's echo server (started by the bench itself).
+    #[command(hide = true)]
+    EchoServer {
+        /// The Unix socket to listen on (TCP is 127.0.0.1, port 0).
+        #[arg(long)]
+        unix: PathBuf,
+    },
+}
+
+/// A part of the run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Section {
+    /// Echo round trips (needed for every ratio).
+    Floor,
+    /// RPC through the switch with the client pair.
+    Rpc,
+    /// One message to each of many queues, each with a listener.
+    Fanout,
+    /// A Send with and without many idle Transfers.
+    Idle,
+    /// RSS with many stored messages.
+    Memory,
+}
+
+/// How the load generator reaches a server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Transport {
+    /// The Unix socket (the original switch's only transport).
+    Unix,
+    /// Loopback TCP.
+    Tcp,
+}
+
+/// Whether the switch persists.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Storage {
+    /// No `--statedir`.
+    Memory,
+    /// `--statedir`: every mutation is fsynced (group commit) before its reply.
+    Statedir,
+}
+
+/// Everything a run does, resolved from the arguments.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Warm-up and window of every cell.
+    pub timing: Timing,
+    /// Whether `--quick` was given.
+    pub quick: bool,
+    /// Sections to run.
+    pub sections: Vec<Section>,
+    /// Concurrency levels of the round-trip cells.
+    pub concurrency: Vec<usize>,
+    /// Transports of the round-trip cells.
+    pub transports: Vec<Transport>,
+    /// Storage modes of the RPC cells.
+    pub storages: Vec<Storage>,
+    /// Messages for the memory figure.
+    pub messages: u64,
+    /// Idle Transfers for the send-cost figure.
+    pub idle: usize,
+    /// Queues of the fan-out figure.
+    pub fanout_queues: usize,
+}
+
+impl Plan {
+    fn has(&self, section: Section) -> bool {
+        self.sections.contains(&section)
+    }
+}
+
+/// Sender connections of the fan-out rounds and of the memory fill.
+const FANOUT_SENDERS: usize = 16;
+const MEMORY_SENDERS: usize = 32;
+
+/// File descriptors the bench needs beyond the idle waiters' connections.
+const SPARE_FILES: u64 = 1_200;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(Internal::EchoServer { unix }) = &args.command {
+        return echo::run_server(unix);
+    }
+    let plan = plan(&args);
+    let switch = match &args.switch {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("message-switch"),
+    };
+    if !switch.is_file() {
+        bail!(
+            "no switch binary at {} (build it first: cargo build --release --bins)",
+            switch.display()
+        );
+    }
+    let started = Instant::now();
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(plan, &switch))?;
+    print!("{}", report.render());
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn plan(args: &Args) -> Plan {
+    let (warmup, window, messages) = if args.quick {
+        (0.15, 0.5, 100_000)
+    } else {
+        (0.5, 2.0, 1_000_000)
+    };
+    let sections = if args.only.is_empty() {
+        vec![
+            Section::Floor,
+            Section::Rpc,
+            Section::Fanout,
+            Section::Idle,
+            Section::Memory,
+        ]
+    } else {
+        args.only.clone()
+    };
+    Plan {
+        timing: Timing {
+            warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warmup)),
+            window: Duration::from_secs_f64(args.window.unwrap_or(window)),
+        },
+        quick: args.quick,
+        sections,
+        concurrency: args.concurrency.clone(),
+        transports: args.transport.clone(),
+        storages: args.storage.clone(),
+        messages: args.messages.unwrap_or(messages),
+        idle: args.idle,
+        fanout_queues: args.fanout_queues,
+    }
+}
+
+async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
+    let scratch = ScratchDir::new()?;
+    let mut report = Report::new(plan.clone());
+    if plan.has(Section::Floor) || plan.has(Section::Rpc) {
+        round_trips(&plan, switch_binary, &scratch, &mut report).await?;
+    }
+    if plan.has(Section::Fanout) {
+        let switch = start_switch(switch_binary, &scratch, "fanout", Storage::Memory)?;
+        progress(&format!("fan-out: {} queues", plan.fanout_queues));
+        let connector = UnixConnector::new(&switch.unix);
+        report.fanout = Some(
+            scale::fanout(
+                connector,
+                switch.pid(),
+                plan.fanout_queues,
+                FANOUT_SENDERS,
+                plan.timing,
+            )
+            .await?,
+        );
+        stop_switch(switch).await?;
+    }
+    if plan.has(Section::Idle) {
+        let idle = idle_waiters_allowed(plan.idle);
+        let switch = start_switch(switch_binary, &scratch, "idle", Storage::Memory)?;
+        progress(&format!("send cost with 0 and {idle} idle transfers"));
+        let connector = UnixConnector::new(&switch.unix);
+        report.idle = Some(scale::idle_waiters(connector, switch.pid(), idle, plan.timing).await?);
+        stop_switch(switch).await?;
+    }
+    if plan.has(Section::Memory) {
+        let switch = start_switch(switch_binary, &scratch, "memory", Storage::Memory)?;
+        progress(&format!("memory: {} stored messages", plan.messages));
+        let connector = UnixConnector::new(&switch.unix);
+        report.memory =
+            Some(scale::memory(connector, &switch, plan.messages, MEMORY_SENDERS).await?);
+        stop_switch(switch).await?;
+    }
+    report.finish();
+    Ok(report)
+}
+
+/// The floor and RPC cells, interleaved: for each transport and concurrency, the floor cell
+/// and then the RPC cell of each storage mode, so that each is compared with a floor measured
+/// moments before.
+async fn round_trips(
+    plan: &Plan,
+    switch_binary: &Path,
+    scratch: &ScratchDir,
+    report: &mut Report,
+) -> Result<()> {
+    let echo = if plan.has(Section::Floor) {
+        Some(start_echo(scratch)?)
+    } else {
+        None
+    };
+    let mut switches = Vec::new();
+    if plan.has(Section::Rpc) {
+        for &storage in &plan.storages {
+            let name = format!("rpc-{storage:?}").to_lowercase();
+            switches.push((
+                storage,
+                start_switch(switch_binary, scratch, &name, storage)?,
+            ));
+        }
+    }
+    let mut cell = 0;
+    for &transport in &plan.transports {
+        for &concurrency in &plan.concurrency {
+            if let Some(echo) = &echo {
+                progress(&format!("floor {transport:?} c={concurrency}"));
+                let measured = floor_cell(echo, transport, concurrency, plan.timing).await?;
+                report.floor.push((transport, concurrency, measured));
+            }
+            for (storage, switch) in &switches {
+                cell += 1;
+                progress(&format!("rpc {transport:?} {storage:?} c={concurrency}"));
+                let tag = cell.to_string();
+                let measured = rpc_cell(switch, transport, concurrency, plan.timing, &tag).await?;
+                report
+                    .rpc
+                    .push((transport, *storage, concurrency, measured));
+            }
+        }
+    }
+    for (_, switch) in switches {
+        stop_switch(switch).await?;
+    }
+    Ok(())
+}
+
+async fn floor_cell(
+    echo: &ChildProcess,
+    transport: Transport,
+    concurrency: usize,
+    timing: Timing,
+) -> Result<Throughput> {
+    match transport {
+        Transport::Unix => {
+            rpc::floor(
+                UnixConnector::new(&echo.unix),
+                echo.pid(),
+                concurrency,
+                timing,
+            )
+            .await
+        }
+        Transport::Tcp => {
+            rpc::floor(
+                TcpConnector::new(echo.tcp.to_string()),
+                echo.pid(),
+                concurrency,
+                timing,
+            )
+            .await
+        }
+    }
+}
+
+async fn rpc_cell(
+    switch: &ChildProcess,
+    transport: Transport,
+    concurrency: usize,
+    timing: Timing,
+    tag: &str,
+) -> Result<Throughput> {
+    match transport {
+        Transport::Unix => {
+            let connector = UnixConnector::new(&switch.unix);
+            rpc::rpc(connector, switch.pid(), concurrency, timing, tag).await
+        }
+        Transport::Tcp => {
+            let connector = TcpConnector::new(switch.tcp.to_string());
+            rpc::rpc(connector, switch.pid(), concurrency, timing, tag).await
+        }
+    }
+}
+
+/// Starts a switch listening on loopback TCP port 0 and `NAME.sock` in the scratch
+/// directory, with `--statedir NAME.state` for [`Storage::Statedir`]. Logging is kept to
+/// warnings so that it costs nothing per request.
+fn start_switch(
+    binary: &Path,
+    scratch: &ScratchDir,
+    name: &str,
+    storage: Storage,
+) -> Result<ChildProcess> {
+    let mut command = Command::new(binary);
+    command
+        .env("RUST_LOG", "warn")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--path")
+        .arg(scratch.path().join(format!("{name}.sock")))
+        // Above the idle waiters' connections (the default limit is 10,000).
+        .arg("--connections-max")
+        .arg("50000");
+    if storage == Storage::Statedir {
+        command
+            .arg("--statedir")
+            .arg(scratch.path().join(format!("{name}.state")));
+    }
+    let switch = ChildProcess::spawn(&format!("switch {name}"), command)?;
+    progress(&format!("switch {name} started, pid {}", switch.pid()));
+    Ok(switch)
+}
+
+/// Asks the switch to shut down (`POST /shutdown`), as an operator would, and waits for it
+/// to exit (killing it if it does not).
+async fn stop_switch(switch: ChildProcess) -> Result<()> {
+    let connector = UnixConnector::new(&switch.unix);
+    if let Ok(mut connection) = Connection::open(&connector, &ConnectionConfig::default()).await {
+        let _ = connection.shutdown().await;
+    }
+    tokio::task::spawn_blocking(move || switch.wait_or_kill()).await??;
+    Ok(())
+}
+
+fn start_echo(scratch: &ScratchDir) -> Result<ChildProcess> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("echo-server")
+        .arg("--unix")
+        .arg(scratch.path().join("echo.sock"));
+    let echo = ChildProcess::spawn("echo", command)?;
+    progress(&format!("echo server started, pid {}", echo.pid()));
+    Ok(echo)
+}
+
+/// How many idle waiters the open-files limit allows (each needs a socket here and one in
+/// the switch, which inherits the limit).
+fn idle_waiters_allowed(wanted: usize) -> usize {
+    let Some(limit) = child::open_files_limit() else {
+        return wanted;
+    };
+    let allowed = usize::try_from(limit.saturating_sub(SPARE_FILES)).unwrap_or(usize::MAX);
+    if allowed < wanted {
+        eprintln!(
+            "warning: the open-files limit ({limit}) allows only {allowed} idle waiters \
+             (raise it with `ulimit -n {}`)",
+            wanted as u64 + SPARE_FILES
+        );
+    }
+    wanted.min(allowed)
+}
+
+fn progress(text: &str) {
+    eprintln!("[bench] {text}");
+}

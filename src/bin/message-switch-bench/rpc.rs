@@ -1,0 +1,132 @@
+//! The round-trip workloads: the floor (echo round trips) and RPC through the switch with the
+//! crate's own client pair (`Client::call` callers and a `serve` responder).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use message_switch::client::{serve, Client, ClientConfig, Connector, Incoming, ServeOptions};
+use message_switch::protocol::QueueName;
+
+use crate::echo::EchoConnection;
+use crate::measure::{run_window, Flags, Latencies, Recorder, Throughput, Timing};
+
+/// Every request and response body: 100 bytes, shaped like a small JSON-RPC call.
+pub const PAYLOAD: &[u8] =
+    br#"{"method":"VM.get_record","params":["OpaqueRef:0f6c5a8e-3f4b-4c8e-9d61-7a"],"id":42,"jsonrpc":"2.0"}"#;
+const _: () = assert!(PAYLOAD.len() == 100);
+
+/// A call that takes longer than this fails the run: something is broken, not slow.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The 100-byte payload.
+pub fn payload() -> Bytes {
+    Bytes::from_static(PAYLOAD)
+}
+
+/// A client configuration with the given session token and otherwise the defaults.
+pub fn client_config(token: String) -> ClientConfig {
+    ClientConfig {
+        token: token.into(),
+        ..ClientConfig::default()
+    }
+}
+
+/// `concurrency` keep-alive connections to the echo server (process `echo_pid`), each doing
+/// one round trip after another.
+pub async fn floor<C: Connector>(
+    connector: C,
+    echo_pid: u32,
+    concurrency: usize,
+    timing: Timing,
+) -> Result<Throughput> {
+    let mut connections = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        connections.push(EchoConnection::open(&connector).await?);
+    }
+    let flags = Arc::new(Flags::default());
+    let mut workers = JoinSet::new();
+    for mut connection in connections {
+        let mut recorder = Recorder::new(&flags);
+        workers.spawn(async move {
+            while recorder.running() {
+                let start = Instant::now();
+                let echoed = connection.round_trip(payload()).await?;
+                ensure!(echoed.len() == PAYLOAD.len(), "short echo");
+                recorder.record(start);
+            }
+            Ok(recorder.into_samples())
+        });
+    }
+    let cpu = run_window(&flags, timing, echo_pid).await?;
+    let latency = Latencies::from_samples(join_samples(workers).await?);
+    Ok(Throughput { latency, cpu })
+}
+
+/// RPC through the switch (process `switch_pid`): one `serve` responder on its own queue,
+/// handling up to `concurrency` requests at once and echoing each body, and `concurrency`
+/// independent [`Client`]s (each with its own session, reply queue and two connections),
+/// each making one call after another. `tag` keeps the queues and tokens of different cells
+/// apart on one switch.
+pub async fn rpc<C: Connector>(
+    connector: C,
+    switch_pid: u32,
+    concurrency: usize,
+    timing: Timing,
+    tag: &str,
+) -> Result<Throughput> {
+    let queue = QueueName::from(format!("bench.rpc.{tag}"));
+    let options = ServeOptions {
+        config: client_config(format!("bench-service:{tag}")),
+        concurrency: NonZeroUsize::new(concurrency).unwrap_or(NonZeroUsize::MIN),
+    };
+    let mut service = JoinSet::new();
+    service.spawn(serve(
+        connector.clone(),
+        queue.clone(),
+        options,
+        |incoming: Incoming| async move { incoming.payload },
+    ));
+    let mut connecting = JoinSet::new();
+    for index in 0..concurrency {
+        let config = client_config(format!("bench-caller:{tag}.{index}"));
+        connecting.spawn(Client::connect(connector.clone(), config));
+    }
+    let mut clients = Vec::with_capacity(concurrency);
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client?.context("a caller cannot connect")?);
+    }
+    let flags = Arc::new(Flags::default());
+    let mut workers = JoinSet::new();
+    for client in clients {
+        let mut recorder = Recorder::new(&flags);
+        let queue = queue.clone();
+        workers.spawn(async move {
+            while recorder.running() {
+                let start = Instant::now();
+                let response = client.call(&queue, payload(), Some(CALL_TIMEOUT)).await?;
+                ensure!(response.len() == PAYLOAD.len(), "wrong response");
+                recorder.record(start);
+            }
+            Ok(recorder.into_samples())
+        });
+    }
+    let cpu = run_window(&flags, timing, switch_pid).await?;
+    let latency = Latencies::from_samples(join_samples(workers).await?);
+    // Dropping the JoinSet stops the responder and its handlers.
+    drop(service);
+    Ok(Throughput { latency, cpu })
+}
+
+/// Waits for every worker and gathers their samples; the first failure fails the cell.
+pub async fn join_samples(mut workers: JoinSet<Result<Vec<u64>>>) -> Result<Vec<Vec<u64>>> {
+    let mut samples = Vec::with_capacity(workers.len());
+    while let Some(result) = workers.join_next().await {
+        samples.push(result.context("a worker panicked")??);
+    }
+    Ok(samples)
+}

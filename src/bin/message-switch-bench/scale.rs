@@ -1,0 +1,417 @@
+//! The scale workloads: fan-out to many listeners, the cost of a send while many Transfers
+//! wait elsewhere, and the memory of many queued messages.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use message_switch::client::{Connection, ConnectionConfig, Connector};
+use message_switch::protocol::{QueueName, Request};
+
+use crate::child::ChildProcess;
+use crate::measure::{run_window, Flags, Latencies, Recorder, Throughput, Timing, WindowCpu};
+use crate::rpc::{join_samples, payload};
+
+/// Connections opened at once while setting up thousands of them.
+const SETUP_PARALLELISM: usize = 64;
+
+/// How long a listener's or an idle waiter's Transfer asks the switch to wait: longer than
+/// any workload, so that none of them times out while measured.
+const LONG_POLL: Duration = Duration::from_secs(600);
+
+/// A fan-out round that does not complete in this time fails the run.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most fan-out rounds in one window (the loop is bounded in count as well as in time).
+const ROUNDS_MAX: usize = 100_000;
+
+/// What the fan-out workload measured.
+pub struct Fanout {
+    /// Queues, each with one listener.
+    pub queues: usize,
+    /// Time from the first Send of a round to the last listener having its message, one
+    /// sample per measured round.
+    pub rounds: Latencies,
+    /// Messages delivered (and acked) in the measured rounds.
+    pub delivered: u64,
+    /// The measured rounds' wall time and CPU.
+    pub cpu: WindowCpu,
+}
+
+/// `queues` queues with one listener each (its own connection long-polling its queue and
+/// acking what it gets); rounds of one message to every queue, sent over `senders`
+/// connections, each round waiting until every listener has acked its message.
+pub async fn fanout<C: Connector>(
+    connector: C,
+    switch_pid: u32,
+    queues: usize,
+    senders: usize,
+    timing: Timing,
+) -> Result<Fanout> {
+    let names: Arc<Vec<QueueName>> = Arc::new(
+        (0..queues)
+            .map(|i| QueueName::from(format!("bench.fan.{i}")))
+            .collect(),
+    );
+    let delivered = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
+    let listeners = setup_all(queues, |index| {
+        let connector = connector.clone();
+        let queue = names[index].clone();
+        async move {
+            let mut connection = open(&connector, format!("bench-fan-listener:{index}")).await?;
+            connection.create_persistent(&queue).await?;
+            Ok(connection)
+        }
+    })
+    .await?;
+    let mut listening = JoinSet::new();
+    for (connection, queue) in listeners.into_iter().zip(names.iter()) {
+        listening.spawn(listen(
+            connection,
+            queue.clone(),
+            Arc::clone(&delivered),
+            Arc::clone(&progress),
+        ));
+    }
+    wait_for_blocked_transfers(&connector, queues).await?;
+    let mut sending = Vec::with_capacity(senders);
+    for index in 0..senders {
+        sending.push(open(&connector, format!("bench-fan-sender:{index}")).await?);
+    }
+    let chunk = queues.div_ceil(senders.max(1)).max(1);
+    let shares: Vec<Arc<Vec<QueueName>>> = names
+        .chunks(chunk)
+        .map(|share| Arc::new(share.to_vec()))
+        .collect();
+    let mut round = Round {
+        senders: sending,
+        shares,
+        delivered,
+        progress,
+        queues: queues as u64,
+    };
+    let warmup_end = Instant::now() + timing.warmup;
+    while Instant::now() < warmup_end {
+        round.run().await?;
+    }
+    let server_before = crate::child::cpu_time(switch_pid)?;
+    let client_before = crate::child::cpu_time(std::process::id())?;
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < timing.window && samples.len() < ROUNDS_MAX {
+        let round_start = Instant::now();
+        round.run().await?;
+        samples.push(u64::try_from(round_start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    let elapsed = start.elapsed();
+    let cpu = WindowCpu {
+        elapsed,
+        server: crate::child::cpu_time(switch_pid)?.saturating_sub(server_before),
+        client: crate::child::cpu_time(std::process::id())?.saturating_sub(client_before),
+    };
+    drop(listening);
+    Ok(Fanout {
+        queues,
+        delivered: samples.len() as u64 * queues as u64,
+        rounds: Latencies::from_samples([samples]),
+        cpu,
+    })
+}
+
+/// The cost of a Send with and without `idle` Transfers parked on other queues.
+pub struct IdleCost {
+    /// Transfers parked during the second phase.
+    pub idle: usize,
+    /// Sends with no Transfer parked anywhere.
+    pub without: Throughput,
+    /// Sends with `idle` Transfers parked, each on its own queue.
+    pub with: Throughput,
+}
+
+/// Measures one connection's Sends (one after another, to a queue nobody listens on) first
+/// with no Transfer parked, then with `idle` Transfers parked, each on its own queue and
+/// connection. The target queue is emptied before each phase so that both start alike.
+pub async fn idle_waiters<C: Connector>(
+    connector: C,
+    switch_pid: u32,
+    idle: usize,
+    timing: Timing,
+) -> Result<IdleCost> {
+    let without = send_phase(&connector, switch_pid, timing, "none").await?;
+    let waiters = setup_all(idle, |index| {
+        let connector = connector.clone();
+        async move {
+            let queue = QueueName::from(format!("bench.idle.{index}"));
+            let mut connection = open(&connector, format!("bench-idle:{index}")).await?;
+            connection.create_persistent(&queue).await?;
+            Ok((connection, queue))
+        }
+    })
+    .await?;
+    let mut parked = JoinSet::new();
+    for (mut connection, queue) in waiters {
+        parked.spawn(async move {
+            let queues = [queue];
+            // Nothing is ever sent to these queues: each Transfer waits until the phase ends
+            // (dropping the JoinSet closes the connection). A failed one is simply missing
+            // from the parked count, which `wait_for_blocked_transfers` would report.
+            while connection.transfer(None, LONG_POLL, &queues).await.is_ok() {}
+        });
+    }
+    wait_for_blocked_transfers(&connector, idle).await?;
+    let with = send_phase(&connector, switch_pid, timing, "idle").await?;
+    drop(parked);
+    Ok(IdleCost {
+        idle,
+        without,
+        with,
+    })
+}
+
+/// The switch's memory before and after storing many messages.
+pub struct Memory {
+    /// Messages stored.
+    pub messages: u64,
+    /// Resident set size before the messages were sent.
+    pub rss_before: u64,
+    /// Resident set size with the messages stored.
+    pub rss_after: u64,
+    /// How long sending them took.
+    pub elapsed: Duration,
+}
+
+impl Memory {
+    /// Resident bytes per stored message beyond its payload.
+    pub fn overhead_per_message(&self) -> f64 {
+        let grown = self.rss_after.saturating_sub(self.rss_before) as f64;
+        grown / self.messages.max(1) as f64 - crate::rpc::PAYLOAD.len() as f64
+    }
+}
+
+/// Stores `messages` 100-byte requests in one queue of a fresh `switch`, sent over `senders`
+/// connections, and reads the switch's RSS before and after. A small warm-up (sent to
+/// another queue, then destroyed) first fills the trace ring and the connections' buffers,
+/// which are bounded and would otherwise be counted as per-message cost.
+pub async fn memory<C: Connector>(
+    connector: C,
+    switch: &ChildProcess,
+    messages: u64,
+    senders: usize,
+) -> Result<Memory> {
+    let queue = QueueName::from("bench.mem");
+    let warm = QueueName::from("bench.mem.warm");
+    let mut connections = Vec::with_capacity(senders);
+    for index in 0..senders {
+        let mut connection = open(&connector, format!("bench-mem:{index}")).await?;
+        connection.create_persistent(&queue).await?;
+        connection.create_persistent(&warm).await?;
+        connections.push(connection);
+    }
+    let per_sender = messages.div_ceil(senders.max(1) as u64);
+    let warmup_per_sender = (2_000 / senders.max(1) as u64).max(1);
+    let mut connections = send_all(connections, &warm, warmup_per_sender).await?;
+    connections
+        .first_mut()
+        .context("no sender")?
+        .destroy(&warm)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = switch.rss_bytes()?;
+    let start = Instant::now();
+    connections = send_all(connections, &queue, per_sender).await?;
+    let elapsed = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = switch.rss_bytes()?;
+    drop(connections);
+    Ok(Memory {
+        messages: per_sender * senders as u64,
+        rss_before,
+        rss_after,
+        elapsed,
+    })
+}
+
+/// One fan-out round's senders and bookkeeping.
+struct Round {
+    senders: Vec<Connection>,
+    shares: Vec<Arc<Vec<QueueName>>>,
+    delivered: Arc<AtomicU64>,
+    progress: Arc<Notify>,
+    queues: u64,
+}
+
+impl Round {
+    /// Sends one message to every queue and waits until every listener has acked its own.
+    async fn run(&mut self) -> Result<()> {
+        let target = self.delivered.load(Ordering::Acquire) + self.queues;
+        let mut sending = JoinSet::new();
+        for (mut connection, share) in self.senders.drain(..).zip(self.shares.iter().cloned()) {
+            sending.spawn(async move {
+                let reply_to = QueueName::from("bench.fan.replies");
+                for queue in share.iter() {
+                    let id = connection.send_request(queue, &reply_to, payload()).await?;
+                    ensure!(id.is_some(), "queue {queue} is missing");
+                }
+                Ok(connection)
+            });
+        }
+        while let Some(connection) = sending.join_next().await {
+            self.senders.push(connection??);
+        }
+        let deadline = Instant::now() + ROUND_TIMEOUT;
+        loop {
+            let notified = self.progress.notified();
+            if self.delivered.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, notified).await.is_err() {
+                bail!("a fan-out round did not complete within {ROUND_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+/// A fan-out listener: long-polls its queue, acks every message and counts it.
+async fn listen(
+    mut connection: Connection,
+    queue: QueueName,
+    delivered: Arc<AtomicU64>,
+    progress: Arc<Notify>,
+) -> Result<()> {
+    let queues = [queue];
+    let mut from = None;
+    loop {
+        let reply = connection.transfer(from, LONG_POLL, &queues).await?;
+        if !reply.messages.is_empty() {
+            from = Some(reply.next);
+        }
+        for (id, _) in reply.messages {
+            connection.ack(&id).await?;
+            delivered.fetch_add(1, Ordering::AcqRel);
+            progress.notify_one();
+        }
+    }
+}
+
+/// One connection's Sends, one after another, to an emptied queue.
+async fn send_phase<C: Connector>(
+    connector: &C,
+    switch_pid: u32,
+    timing: Timing,
+    tag: &str,
+) -> Result<Throughput> {
+    let target = QueueName::from("bench.idle.target");
+    let reply_to = QueueName::from("bench.idle.replies");
+    let mut connection = open(connector, format!("bench-idle-sender:{tag}")).await?;
+    connection.destroy(&target).await?;
+    connection.create_persistent(&target).await?;
+    let flags = Arc::new(Flags::default());
+    let mut recorder = Recorder::new(&flags);
+    let mut worker = JoinSet::new();
+    worker.spawn(async move {
+        while recorder.running() {
+            let start = Instant::now();
+            let id = connection
+                .send_request(&target, &reply_to, payload())
+                .await?;
+            ensure!(id.is_some(), "the target queue is missing");
+            recorder.record(start);
+        }
+        Ok(recorder.into_samples())
+    });
+    let cpu = run_window(&flags, timing, switch_pid).await?;
+    let latency = Latencies::from_samples(join_samples(worker).await?);
+    Ok(Throughput { latency, cpu })
+}
+
+/// Each connection sends `count` messages to `queue`, all connections at once; returns the
+/// connections.
+async fn send_all(
+    connections: Vec<Connection>,
+    queue: &QueueName,
+    count: u64,
+) -> Result<Vec<Connection>> {
+    let mut sending = JoinSet::new();
+    for mut connection in connections {
+        let queue = queue.clone();
+        sending.spawn(async move {
+            let reply_to = QueueName::from("bench.mem.replies");
+            for _ in 0..count {
+                let id = connection
+                    .send_request(&queue, &reply_to, payload())
+                    .await?;
+                ensure!(id.is_some(), "queue {queue} is missing");
+            }
+            Ok(connection)
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(connection) = sending.join_next().await {
+        done.push(connection??);
+    }
+    Ok(done)
+}
+
+/// A new connection logged in with `token`.
+async fn open<C: Connector>(connector: &C, token: String) -> Result<Connection> {
+    let mut connection = Connection::open(connector, &ConnectionConfig::default()).await?;
+    connection.login(&token.into()).await?;
+    Ok(connection)
+}
+
+/// Runs `make(0..count)` with at most [`SETUP_PARALLELISM`] at once; results in index order.
+async fn setup_all<T, F, Fut>(count: usize, make: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(SETUP_PARALLELISM));
+    let mut tasks = JoinSet::new();
+    for index in 0..count {
+        let permits = Arc::clone(&permits);
+        let made = make(index);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            made.await.map(|value| (index, value))
+        });
+    }
+    let mut results = Vec::with_capacity(count);
+    while let Some(result) = tasks.join_next().await {
+        results.push(result??);
+    }
+    results.sort_by_key(|(index, _)| *index);
+    Ok(results.into_iter().map(|(_, value)| value).collect())
+}
+
+/// Polls the switch's `/metrics` until at least `count` Transfers are parked, so that a
+/// measurement starts only once every listener really waits.
+async fn wait_for_blocked_transfers<C: Connector>(connector: &C, count: usize) -> Result<()> {
+    const METRIC: &str = "message_switch_blocked_transfers ";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut connection = Connection::open(connector, &ConnectionConfig::default()).await?;
+    loop {
+        let body = connection.execute(&Request::Metrics).await?;
+        let text = String::from_utf8_lossy(&body);
+        let blocked = text
+            .lines()
+            .find_map(|line| line.strip_prefix(METRIC))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .context("no blocked-transfers gauge in /metrics")?;
+        if blocked >= count as f64 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {blocked} of {count} transfers parked after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

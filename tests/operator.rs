@@ -1,0 +1,240 @@
+//! The operator surfaces over a real socket: `/metrics` parsed as Prometheus exposition text
+//! after a scripted workload, `/health`, and the embedded console's files.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use message_switch::server::{Config, Switch};
+
+async fn switch(config: Config) -> (Switch, String) {
+    let switch = Switch::start(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    switch.serve(listener);
+    (switch, address)
+}
+
+/// A minimal keep-alive HTTP/1.1 connection.
+struct Conn {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(address: &str) -> Conn {
+        Conn {
+            stream: TcpStream::connect(address).await.unwrap(),
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.stream.write_all(&request).await.unwrap();
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if self.buffer.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&self.buffer[end + 4..end + 4 + length])
+                        .to_string();
+                    self.buffer.drain(..end + 4 + length);
+                    return (head[9..12].parse().unwrap(), head, body);
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.call("GET", path, b"").await;
+        (status, body)
+    }
+}
+
+/// Parses the exposition format strictly enough to catch malformed output: every sample
+/// line is `name{labels} value` with a numeric value, and its family was declared by a
+/// `# TYPE` line before it.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let mut declared = std::collections::BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(matches!(kind, "gauge" | "counter" | "histogram"), "{line}");
+            declared.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "unexpected line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|f| declared.contains(*f)))
+            .unwrap_or(name);
+        assert!(declared.contains(family), "{name} has no # TYPE line");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "duplicate {series}"
+        );
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_reflect_a_scripted_workload() {
+    let (switch, address) = switch(Config {
+        metrics_queues_max: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut conn = Conn::open(&address).await;
+    conn.get("/login/worker").await;
+    for queue in ["busy", "quiet", "empty"] {
+        conn.get(&format!("/persistent/{queue}")).await;
+    }
+    for body in ["a", "b", "c"] {
+        conn.call("POST", "/request/busy/r", body.as_bytes()).await;
+    }
+    conn.call("POST", "/request/quiet/r", b"d").await;
+    let (_, _, transfer) = conn
+        .call("POST", "/transfer", br#"{"timeout":0,"queues":["busy"]}"#)
+        .await;
+    let first_id = transfer
+        .split("[[\"busy\",")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    conn.get(&format!("/ack/busy/{first_id}")).await;
+    let mut transient = Conn::open(&address).await;
+    transient.get("/login/short-lived").await;
+    transient.get("/transient/short-lived-reply").await;
+    drop(transient);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while switch.stats().await.unwrap().transient_queues_cleaned == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let (status, head, text) = conn.call("GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples = parse_exposition(&text);
+    let value = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("missing {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"message_switch_queue_depth{queue="busy",kind="persistent"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"message_switch_queue_depth{queue="quiet",kind="persistent"}"#),
+        1.0
+    );
+    assert!(
+        !samples.contains_key(r#"message_switch_queue_depth{queue="empty",kind="persistent"}"#),
+        "only the deepest metrics_queues_max queues get series"
+    );
+    assert_eq!(value("message_switch_queues"), 3.0);
+    assert_eq!(value("message_switch_queues_unlisted"), 1.0);
+    assert_eq!(value("message_switch_messages_stored"), 3.0);
+    assert_eq!(value("message_switch_messages_sent_total"), 4.0);
+    assert_eq!(value("message_switch_messages_acked_total"), 1.0);
+    assert_eq!(value("message_switch_messages_transferred_total"), 3.0);
+    assert_eq!(value("message_switch_transient_queues_cleaned_total"), 1.0);
+    assert_eq!(value("message_switch_blocked_transfers"), 0.0);
+    assert_eq!(value("message_switch_connections"), 1.0);
+    assert_eq!(value("message_switch_sessions"), 1.0);
+    assert_eq!(value("message_switch_trace_events"), 8.0);
+    assert_eq!(
+        value(r#"message_switch_request_duration_seconds_count{route="send"}"#),
+        4.0
+    );
+    assert_eq!(
+        value(r#"message_switch_request_duration_seconds_bucket{route="send",le="+Inf"}"#),
+        4.0
+    );
+    assert!(
+        value(r#"message_switch_queue_oldest_message_age_seconds{queue="busy",kind="persistent"}"#)
+            >= 0.0
+    );
+    assert!(
+        !samples
+            .keys()
+            .any(|k| k.starts_with("message_switch_fsync")),
+        "no journal, no fsync series"
+    );
+}
+
+#[tokio::test]
+async fn health_is_ready_while_serving() {
+    let (_switch, address) = switch(Config::default()).await;
+    let mut conn = Conn::open(&address).await;
+    assert_eq!(conn.get("/health").await, (200, "ready\n".to_owned()));
+}
+
+#[tokio::test]
+async fn the_console_is_embedded_and_cannot_be_escaped() {
+    let (_switch, address) = switch(Config::default()).await;
+    let mut conn = Conn::open(&address).await;
+    for path in ["/admin", "/admin/", "/admin/index.html"] {
+        let (status, head, body) = conn.call("GET", path, b"").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(body.contains(r#"<table id="queues">"#));
+    }
+    let (status, head, body) = conn.call("GET", "/js/console.js", b"").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/javascript") && body.contains("pollTrace"));
+    assert_eq!(conn.get("/css/console.css").await.0, 200);
+    for path in [
+        "/admin/../../etc/passwd",
+        "/admin/%2e%2e/%2e%2e/etc/passwd",
+        "/admin/nope.js",
+        "/images/logo.png",
+        "/js/../Cargo.toml",
+    ] {
+        let (status, body) = conn.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("root:"), "{path}");
+    }
+}
