@@ -202,6 +202,56 @@ fn ids_grow_per_queue_and_survive_destroy() {
 }
 
 #[test]
+fn stored_messages_own_their_payload_and_share_queue_names() {
+    let mut h = Harness::new();
+    h.login(1, "a");
+    h.call(1, Request::CreatePersistent("q".into()));
+    h.call(1, Request::CreatePersistent("replies".into()));
+    // A body as hyper hands it over: a slice of the connection's much larger read buffer.
+    let read_buffer = Bytes::from(vec![b'x'; 8192]);
+    let payload = read_buffer.slice(100..200);
+    let request = Request::Send {
+        queue: "q".into(),
+        message: Message {
+            payload: payload.clone(),
+            kind: MessageKind::Request {
+                reply_to: QueueName::from("replies"),
+            },
+        },
+    };
+    h.call(1, request);
+    let store = h.engine.store();
+    let stored = &store
+        .queue(&"q".into())
+        .unwrap()
+        .messages
+        .values()
+        .next()
+        .unwrap()
+        .message;
+    assert_eq!(stored.payload, payload);
+    assert!(
+        !read_buffer
+            .as_ptr_range()
+            .contains(&stored.payload.as_ptr()),
+        "a stored payload must not pin the buffer it arrived in"
+    );
+    let (replies, _) = store
+        .queues()
+        .find(|(name, _)| name.as_bytes() == b"replies")
+        .unwrap();
+    let MessageKind::Request { reply_to } = &stored.kind else {
+        panic!("not a request: {stored:?}")
+    };
+    assert_eq!(reply_to, replies);
+    assert_eq!(
+        reply_to.as_bytes().as_ptr(),
+        replies.as_bytes().as_ptr(),
+        "the reply queue's name is shared with the stored queue"
+    );
+}
+
+#[test]
 fn ids_start_above_the_start_time_so_restarts_do_not_reuse_them() {
     let earlier = Engine::new(Config::default(), Timestamp::from_unix_nanos(START));
     let later = Engine::new(Config::default(), Timestamp::from_unix_nanos(START + 1_000));

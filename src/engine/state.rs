@@ -193,6 +193,15 @@ impl QueueStore {
         self.queues.get(name)
     }
 
+    /// `name`, sharing the buffer of the existing queue of that name if there is one (a
+    /// cheap clone), so that long-lived copies of a name do not each hold an allocation.
+    pub fn shared_name(&self, name: QueueName) -> QueueName {
+        match self.queues.get_key_value(&name) {
+            Some((stored, _)) => stored.clone(),
+            None => name,
+        }
+    }
+
     /// The queue called `name`, mutably, for volatile fields only (`next_transfer_expected`).
     pub fn queue_mut(&mut self, name: &QueueName) -> Option<&mut Queue> {
         self.queues.get_mut(name)

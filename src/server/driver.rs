@@ -110,7 +110,17 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         loop {
             let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_of(t));
+            // `biased` keeps runs reproducible under the simulation (tokio would otherwise
+            // pick among ready branches at random). Completions and deadlines go first so a
+            // steady stream of commands cannot starve held replies or parked requests.
             tokio::select! {
+                biased;
+                completion = next_completion(self.durability.as_mut()) => {
+                    self.on_completion(completion);
+                }
+                () = sleep_until_or_forever(deadline) => {
+                    self.engine.handle_timeout(self.clock.now());
+                }
                 command = self.commands.recv() => {
                     let Some(command) = command else { return };
                     self.handle(command);
@@ -120,12 +130,6 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                }
-                () = sleep_until_or_forever(deadline) => {
-                    self.engine.handle_timeout(self.clock.now());
-                }
-                completion = next_completion(self.durability.as_mut()) => {
-                    self.on_completion(completion);
                 }
             }
             self.flush();

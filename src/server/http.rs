@@ -65,6 +65,7 @@ where
         let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
     };
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
         () = stopping => {
             conn.as_mut().graceful_shutdown();

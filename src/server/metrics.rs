@@ -307,7 +307,7 @@ pub(crate) fn render(
             &mut out,
             "message_switch_fsync_duration_seconds",
             "histogram",
-            "Time of one journal sync (group commit).",
+            "Time from a batch of changes being handed to the journal until it is durable (includes waiting for a sync already in flight).",
         );
         histogram.render(&mut out, "message_switch_fsync_duration_seconds", "");
     }

@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
     next_connection: AtomicU64,
     open_connections: AtomicUsize,
+    /// Accept loops still running (each holds its listening socket).
+    open_listeners: AtomicUsize,
+    /// Notified when the last connection or the last listener closes.
     all_closed: Notify,
     http_metrics: metrics::HttpMetrics,
     /// Journal sync latencies, when the switch is durable.
@@ -200,6 +203,7 @@ impl Switch {
                 shutdown,
                 next_connection: AtomicU64::new(0),
                 open_connections: AtomicUsize::new(0),
+                open_listeners: AtomicUsize::new(0),
                 all_closed: Notify::new(),
                 http_metrics: metrics::HttpMetrics::default(),
                 sync_latency,
@@ -212,11 +216,13 @@ impl Switch {
     /// as running out of file descriptors) are logged and retried after a short pause.
     pub fn serve<L: Listener>(&self, mut listener: L) -> JoinHandle<()> {
         let shared = self.shared.clone();
+        shared.open_listeners.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
             loop {
                 tokio::select! {
-                    _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => return,
+                    biased;
+                    _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => break,
                     accepted = listener.accept() => match accepted {
                         Ok(io) => {
                             tokio::spawn(http::serve_connection(shared.clone(), io));
@@ -227,6 +233,12 @@ impl Switch {
                         }
                     },
                 }
+            }
+            // Close the listening socket before `stopped` can resolve, so that whoever waits
+            // for it may bind the same address or path again at once.
+            drop(listener);
+            if shared.open_listeners.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.all_closed.notify_waiters();
             }
         })
     }
@@ -253,7 +265,9 @@ impl Switch {
         let drained = async {
             loop {
                 let notified = self.shared.all_closed.notified();
-                if self.shared.open_connections.load(Ordering::Acquire) == 0 {
+                if self.shared.open_connections.load(Ordering::Acquire) == 0
+                    && self.shared.open_listeners.load(Ordering::Acquire) == 0
+                {
                     return;
                 }
                 notified.await;

@@ -289,7 +289,7 @@ fn check_prefix(harness: &Harness, recovered: &QueueStore, min_prefix: usize) ->
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Random operations, then a crash that cuts the newest journal segment at a random byte
     /// (possibly inside a record, possibly inside synced data). Recovery gives the state after

@@ -21,6 +21,7 @@
 mod child;
 mod echo;
 mod measure;
+mod probe;
 mod report;
 mod rpc;
 mod scale;
@@ -92,6 +93,11 @@ struct Args {
     /// Queues (each with one listener) of the fan-out figure.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     fanout_queues: usize,
+
+    /// Worker threads of the switch's and the echo server's runtimes (passed to both as
+    /// `TOKIO_WORKER_THREADS`). Default: tokio's, one per core.
+    #[arg(long, value_name = "N")]
+    server_threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +165,8 @@ pub struct Plan {
     pub idle: usize,
     /// Queues of the fan-out figure.
     pub fanout_queues: usize,
+    /// Worker threads of the servers' runtimes, if not tokio's default.
+    pub server_threads: Option<usize>,
 }
 
 impl Plan {
@@ -231,6 +239,7 @@ fn plan(args: &Args) -> Plan {
         messages: args.messages.unwrap_or(messages),
         idle: args.idle,
         fanout_queues: args.fanout_queues,
+        server_threads: args.server_threads,
     }
 }
 
@@ -241,7 +250,13 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
         round_trips(&plan, switch_binary, &scratch, &mut report).await?;
     }
     if plan.has(Section::Fanout) {
-        let switch = start_switch(switch_binary, &scratch, "fanout", Storage::Memory)?;
+        let switch = start_switch(
+            switch_binary,
+            &scratch,
+            "fanout",
+            Storage::Memory,
+            plan.server_threads,
+        )?;
         progress(&format!("fan-out: {} queues", plan.fanout_queues));
         let connector = UnixConnector::new(&switch.unix);
         report.fanout = Some(
@@ -258,14 +273,26 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     }
     if plan.has(Section::Idle) {
         let idle = idle_waiters_allowed(plan.idle);
-        let switch = start_switch(switch_binary, &scratch, "idle", Storage::Memory)?;
+        let switch = start_switch(
+            switch_binary,
+            &scratch,
+            "idle",
+            Storage::Memory,
+            plan.server_threads,
+        )?;
         progress(&format!("send cost with 0 and {idle} idle transfers"));
         let connector = UnixConnector::new(&switch.unix);
         report.idle = Some(scale::idle_waiters(connector, switch.pid(), idle, plan.timing).await?);
         stop_switch(switch).await?;
     }
     if plan.has(Section::Memory) {
-        let switch = start_switch(switch_binary, &scratch, "memory", Storage::Memory)?;
+        let switch = start_switch(
+            switch_binary,
+            &scratch,
+            "memory",
+            Storage::Memory,
+            plan.server_threads,
+        )?;
         progress(&format!("memory: {} stored messages", plan.messages));
         let connector = UnixConnector::new(&switch.unix);
         report.memory =
@@ -286,7 +313,7 @@ async fn round_trips(
     report: &mut Report,
 ) -> Result<()> {
     let echo = if plan.has(Section::Floor) {
-        Some(start_echo(scratch)?)
+        Some(start_echo(scratch, plan.server_threads)?)
     } else {
         None
     };
@@ -296,7 +323,7 @@ async fn round_trips(
             let name = format!("rpc-{storage:?}").to_lowercase();
             switches.push((
                 storage,
-                start_switch(switch_binary, scratch, &name, storage)?,
+                start_switch(switch_binary, scratch, &name, storage, plan.server_threads)?,
             ));
         }
     }
@@ -380,8 +407,10 @@ fn start_switch(
     scratch: &ScratchDir,
     name: &str,
     storage: Storage,
+    threads: Option<usize>,
 ) -> Result<ChildProcess> {
     let mut command = Command::new(binary);
+    set_threads(&mut command, threads);
     command
         .env("RUST_LOG", "warn")
         .arg("--listen")
@@ -406,14 +435,18 @@ fn start_switch(
 async fn stop_switch(switch: ChildProcess) -> Result<()> {
     let connector = UnixConnector::new(&switch.unix);
     if let Ok(mut connection) = Connection::open(&connector, &ConnectionConfig::default()).await {
-        let _ = connection.shutdown().await;
+        // Shutdown, like every request but Login, Diagnostics and Trace, needs a session.
+        if connection.login(&"bench-shutdown".into()).await.is_ok() {
+            let _ = connection.shutdown().await;
+        }
     }
     tokio::task::spawn_blocking(move || switch.wait_or_kill()).await??;
     Ok(())
 }
 
-fn start_echo(scratch: &ScratchDir) -> Result<ChildProcess> {
+fn start_echo(scratch: &ScratchDir, threads: Option<usize>) -> Result<ChildProcess> {
     let mut command = Command::new(std::env::current_exe()?);
+    set_threads(&mut command, threads);
     command
         .arg("echo-server")
         .arg("--unix")
@@ -421,6 +454,15 @@ fn start_echo(scratch: &ScratchDir) -> Result<ChildProcess> {
     let echo = ChildProcess::spawn("echo", command)?;
     progress(&format!("echo server started, pid {}", echo.pid()));
     Ok(echo)
+}
+
+/// Gives a server child `threads` runtime workers (tokio reads `TOKIO_WORKER_THREADS`), or
+/// tokio's default.
+fn set_threads(command: &mut Command, threads: Option<usize>) {
+    match threads {
+        Some(threads) => command.env("TOKIO_WORKER_THREADS", threads.to_string()),
+        None => command.env_remove("TOKIO_WORKER_THREADS"),
+    };
 }
 
 /// How many idle waiters the open-files limit allows (each needs a socket here and one in

@@ -65,10 +65,21 @@ impl Recorder {
         }
     }
 
-    /// The samples taken inside the window.
-    pub fn into_samples(self) -> Vec<u64> {
-        self.samples_ns
+    /// The samples taken inside the window, and how many operations ran in all.
+    pub fn into_samples(self) -> Samples {
+        Samples {
+            latencies_ns: self.samples_ns,
+            operations: self.operations,
+        }
     }
+}
+
+/// What one worker recorded.
+pub struct Samples {
+    /// Latencies of the operations completed inside the window, in ns.
+    pub latencies_ns: Vec<u64>,
+    /// Operations completed in all, warm-up included.
+    pub operations: u64,
 }
 
 /// What one window measured, apart from latencies.
@@ -110,7 +121,7 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    /// Merges the samples of several workers.
+    /// Merges the latencies of several workers.
     pub fn from_samples(samples: impl IntoIterator<Item = Vec<u64>>) -> Latencies {
         let mut sorted_ns: Vec<u64> = samples.into_iter().flatten().collect();
         sorted_ns.sort_unstable();
@@ -150,9 +161,21 @@ pub struct Throughput {
     pub latency: Latencies,
     /// The window and the CPU used in it.
     pub cpu: WindowCpu,
+    /// HTTP requests the switch served per operation (over the whole cell, warm-up
+    /// included), when known.
+    pub requests_per_operation: Option<f64>,
 }
 
 impl Throughput {
+    /// A cell's figures from its workers' samples and its window.
+    pub fn new(samples: Vec<Samples>, cpu: WindowCpu) -> Throughput {
+        Throughput {
+            latency: Latencies::from_samples(samples.into_iter().map(|s| s.latencies_ns)),
+            cpu,
+            requests_per_operation: None,
+        }
+    }
+
     /// Operations completed per second.
     pub fn per_second(&self) -> f64 {
         self.latency.count() as f64 / self.cpu.elapsed.as_secs_f64().max(1e-9)

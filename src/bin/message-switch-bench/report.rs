@@ -79,12 +79,17 @@ impl Report {
         let _ = writeln!(
             out,
             "{} run: {:.2} s windows after {:.2} s warm-up; 100-byte bodies; {cores} cores; \
-             load average (1 min) {} at the start, {} at the end.\n",
+             load average (1 min) {} at the start, {} at the end; server runtime worker \
+             threads: {}.\n",
             if self.plan.quick { "Quick" } else { "Full" },
             timing.window.as_secs_f64(),
             timing.warmup.as_secs_f64(),
             self.load_before,
             self.load_after,
+            self.plan.server_threads.map_or_else(
+                || "tokio's default (one per core)".to_owned(),
+                |n| n.to_string()
+            ),
         );
     }
 
@@ -124,17 +129,17 @@ impl Report {
         let _ = writeln!(
             out,
             "| transport | statedir | conc | RPC/s | ÷ floor | p50 µs | ÷ floor | p99 µs | \
-             ÷ floor | switch CPU µs/RPC | ÷ echo | bench CPU µs/RPC |"
+             ÷ floor | switch CPU µs/RPC | ÷ echo | bench CPU µs/RPC | HTTP req/RPC |"
         );
         let _ = writeln!(
             out,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for (transport, storage, concurrency, rpc) in &self.rpc {
             let floor = self.floor_of(*transport, *concurrency);
             let _ = writeln!(
                 out,
-                "| {} | {} | {concurrency} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {concurrency} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 transport_name(*transport),
                 storage_name(*storage),
                 rpc.per_second(),
@@ -149,6 +154,8 @@ impl Report {
                     floor.map(Throughput::server_cpu_per_operation)
                 ),
                 micros(rpc.client_cpu_per_operation()),
+                rpc.requests_per_operation
+                    .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}")),
             );
         }
         out.push('\n');

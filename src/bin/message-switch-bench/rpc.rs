@@ -13,7 +13,8 @@ use message_switch::client::{serve, Client, ClientConfig, Connector, Incoming, S
 use message_switch::protocol::QueueName;
 
 use crate::echo::EchoConnection;
-use crate::measure::{run_window, Flags, Latencies, Recorder, Throughput, Timing};
+use crate::measure::{run_window, Flags, Recorder, Samples, Throughput, Timing};
+use crate::probe::Probe;
 
 /// Every request and response body: 100 bytes, shaped like a small JSON-RPC call.
 pub const PAYLOAD: &[u8] =
@@ -63,8 +64,7 @@ pub async fn floor<C: Connector>(
         });
     }
     let cpu = run_window(&flags, timing, echo_pid).await?;
-    let latency = Latencies::from_samples(join_samples(workers).await?);
-    Ok(Throughput { latency, cpu })
+    Ok(Throughput::new(join_samples(workers).await?, cpu))
 }
 
 /// RPC through the switch (process `switch_pid`): one `serve` responder on its own queue,
@@ -100,6 +100,8 @@ pub async fn rpc<C: Connector>(
     while let Some(client) = connecting.join_next().await {
         clients.push(client?.context("a caller cannot connect")?);
     }
+    let mut probe = Probe::open(&connector).await?;
+    let requests_before = probe.requests_served().await?;
     let flags = Arc::new(Flags::default());
     let mut workers = JoinSet::new();
     for client in clients {
@@ -116,14 +118,18 @@ pub async fn rpc<C: Connector>(
         });
     }
     let cpu = run_window(&flags, timing, switch_pid).await?;
-    let latency = Latencies::from_samples(join_samples(workers).await?);
+    let samples = join_samples(workers).await?;
+    let requests = probe.requests_served().await? - requests_before;
     // Dropping the JoinSet stops the responder and its handlers.
     drop(service);
-    Ok(Throughput { latency, cpu })
+    let calls: u64 = samples.iter().map(|s| s.operations).sum();
+    let mut measured = Throughput::new(samples, cpu);
+    measured.requests_per_operation = Some(requests as f64 / calls.max(1) as f64);
+    Ok(measured)
 }
 
 /// Waits for every worker and gathers their samples; the first failure fails the cell.
-pub async fn join_samples(mut workers: JoinSet<Result<Vec<u64>>>) -> Result<Vec<Vec<u64>>> {
+pub async fn join_samples(mut workers: JoinSet<Result<Samples>>) -> Result<Vec<Samples>> {
     let mut samples = Vec::with_capacity(workers.len());
     while let Some(result) = workers.join_next().await {
         samples.push(result.context("a worker panicked")??);

@@ -11,10 +11,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use message_switch::client::{Connection, ConnectionConfig, Connector};
-use message_switch::protocol::{QueueName, Request};
+use message_switch::protocol::QueueName;
 
 use crate::child::ChildProcess;
 use crate::measure::{run_window, Flags, Latencies, Recorder, Throughput, Timing, WindowCpu};
+use crate::probe::Probe;
 use crate::rpc::{join_samples, payload};
 
 /// Connections opened at once while setting up thousands of them.
@@ -211,6 +212,8 @@ pub async fn memory<C: Connector>(
         let mut connection = open(&connector, format!("bench-mem:{index}")).await?;
         connection.create_persistent(&queue).await?;
         connection.create_persistent(&warm).await?;
+        // Requests name an existing reply queue, as a client's do.
+        connection.create_persistent(&memory_replies()).await?;
         connections.push(connection);
     }
     let per_sender = messages.div_ceil(senders.max(1) as u64);
@@ -327,8 +330,7 @@ async fn send_phase<C: Connector>(
         Ok(recorder.into_samples())
     });
     let cpu = run_window(&flags, timing, switch_pid).await?;
-    let latency = Latencies::from_samples(join_samples(worker).await?);
-    Ok(Throughput { latency, cpu })
+    Ok(Throughput::new(join_samples(worker).await?, cpu))
 }
 
 /// Each connection sends `count` messages to `queue`, all connections at once; returns the
@@ -342,7 +344,7 @@ async fn send_all(
     for mut connection in connections {
         let queue = queue.clone();
         sending.spawn(async move {
-            let reply_to = QueueName::from("bench.mem.replies");
+            let reply_to = memory_replies();
             for _ in 0..count {
                 let id = connection
                     .send_request(&queue, &reply_to, payload())
@@ -357,6 +359,11 @@ async fn send_all(
         done.push(connection??);
     }
     Ok(done)
+}
+
+/// The reply queue named by the memory figure's requests.
+fn memory_replies() -> QueueName {
+    QueueName::from("bench.mem.replies")
 }
 
 /// A new connection logged in with `token`.
@@ -394,18 +401,11 @@ where
 /// Polls the switch's `/metrics` until at least `count` Transfers are parked, so that a
 /// measurement starts only once every listener really waits.
 async fn wait_for_blocked_transfers<C: Connector>(connector: &C, count: usize) -> Result<()> {
-    const METRIC: &str = "message_switch_blocked_transfers ";
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut connection = Connection::open(connector, &ConnectionConfig::default()).await?;
+    let mut probe = Probe::open(connector).await?;
     loop {
-        let body = connection.execute(&Request::Metrics).await?;
-        let text = String::from_utf8_lossy(&body);
-        let blocked = text
-            .lines()
-            .find_map(|line| line.strip_prefix(METRIC))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .context("no blocked-transfers gauge in /metrics")?;
-        if blocked >= count as f64 {
+        let blocked = probe.blocked_transfers().await?;
+        if blocked >= count as u64 {
             return Ok(());
         }
         ensure!(
