@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 
 use message_switch::server::{Config, Switch};
 
+mod common;
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// A headless Chromium that is killed when dropped.
@@ -173,29 +175,14 @@ impl Page {
     }
 }
 
-/// One request on a fresh connection, for the test's own traffic.
-fn http(address: &str, session: &str, method: &str, path: &str, body: &[u8]) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    let mut request = format!(
-        "GET /login/{session} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    stream.write_all(&request).unwrap();
-    // Both responses are small; read until the second status line has arrived.
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while seen.windows(8).filter(|w| w == b"HTTP/1.1").count() < 2 {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&seen);
-    assert!(
-        !text.contains("HTTP/1.1 4") && !text.contains("HTTP/1.1 5"),
-        "{text}"
-    );
+/// One request on a fresh, logged-in connection, for the test's own traffic.
+fn http(runtime: &tokio::runtime::Runtime, address: &str, method: &str, path: &str, body: &[u8]) {
+    runtime.block_on(async {
+        let mut raw = common::raw::tcp(address).await;
+        raw.login("console-test").await;
+        let response = raw.call(method, path, body).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    });
 }
 
 fn artifact_path() -> PathBuf {
@@ -224,16 +211,10 @@ fn the_console_shows_queues_and_the_live_trace_in_chromium() {
         switch.serve(listener);
         (switch, address)
     });
+    http(&runtime, &address, "GET", "/persistent/console-test", b"");
     http(
+        &runtime,
         &address,
-        "console-test",
-        "GET",
-        "/persistent/console-test",
-        b"",
-    );
-    http(
-        &address,
-        "console-test",
         "POST",
         "/request/console-test/reply",
         b"queued-before",
@@ -267,8 +248,8 @@ fn the_console_shows_queues_and_the_live_trace_in_chromium() {
         std::thread::sleep(Duration::from_millis(50));
     }
     http(
+        &runtime,
         &address,
-        "console-test",
         "POST",
         "/request/console-test/reply",
         b"sent-while-watching",

@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use message_switch::server::{Config, Switch};
+
+use common::raw::tcp;
+
+mod common;
 
 async fn switch(config: Config) -> (Switch, String) {
     let switch = Switch::start(config);
@@ -15,57 +18,6 @@ async fn switch(config: Config) -> (Switch, String) {
     let address = listener.local_addr().unwrap().to_string();
     switch.serve(listener);
     (switch, address)
-}
-
-/// A minimal keep-alive HTTP/1.1 connection.
-struct Conn {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(address: &str) -> Conn {
-        Conn {
-            stream: TcpStream::connect(address).await.unwrap(),
-            buffer: Vec::new(),
-        }
-    }
-
-    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        self.stream.write_all(&request).await.unwrap();
-        loop {
-            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                if self.buffer.len() >= end + 4 + length {
-                    let body = String::from_utf8_lossy(&self.buffer[end + 4..end + 4 + length])
-                        .to_string();
-                    self.buffer.drain(..end + 4 + length);
-                    return (head[9..12].parse().unwrap(), head, body);
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            let n = self.stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed");
-            self.buffer.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> (u16, String) {
-        let (status, _, body) = self.call("GET", path, b"").await;
-        (status, body)
-    }
 }
 
 /// Parses the exposition format strictly enough to catch malformed output: every sample
@@ -120,7 +72,7 @@ async fn metrics_reflect_a_scripted_workload() {
         ..Config::default()
     })
     .await;
-    let mut conn = Conn::open(&address).await;
+    let mut conn = tcp(&address).await;
     conn.get("/login/worker").await;
     for queue in ["busy", "quiet", "empty"] {
         conn.get(&format!("/persistent/{queue}")).await;
@@ -129,9 +81,10 @@ async fn metrics_reflect_a_scripted_workload() {
         conn.call("POST", "/request/busy/r", body.as_bytes()).await;
     }
     conn.call("POST", "/request/quiet/r", b"d").await;
-    let (_, _, transfer) = conn
+    let transfer = conn
         .call("POST", "/transfer", br#"{"timeout":0,"queues":["busy"]}"#)
-        .await;
+        .await
+        .text();
     let first_id = transfer
         .split("[[\"busy\",")
         .nth(1)
@@ -140,7 +93,7 @@ async fn metrics_reflect_a_scripted_workload() {
         .next()
         .unwrap();
     conn.get(&format!("/ack/busy/{first_id}")).await;
-    let mut transient = Conn::open(&address).await;
+    let mut transient = tcp(&address).await;
     transient.get("/login/short-lived").await;
     transient.get("/transient/short-lived-reply").await;
     drop(transient);
@@ -150,7 +103,8 @@ async fn metrics_reflect_a_scripted_workload() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    let (status, head, text) = conn.call("GET", "/metrics", b"").await;
+    let response = conn.get("/metrics").await;
+    let (status, head, text) = (response.status, response.head.clone(), response.text());
     assert_eq!(status, 200);
     assert!(
         head.contains("content-type: text/plain; version=0.0.4"),
@@ -208,24 +162,32 @@ async fn metrics_reflect_a_scripted_workload() {
 #[tokio::test]
 async fn health_is_ready_while_serving() {
     let (_switch, address) = switch(Config::default()).await;
-    let mut conn = Conn::open(&address).await;
-    assert_eq!(conn.get("/health").await, (200, "ready\n".to_owned()));
+    let mut conn = tcp(&address).await;
+    let response = conn.get("/health").await;
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, "ready\n")
+    );
 }
 
 #[tokio::test]
 async fn the_console_is_embedded_and_cannot_be_escaped() {
     let (_switch, address) = switch(Config::default()).await;
-    let mut conn = Conn::open(&address).await;
+    let mut conn = tcp(&address).await;
     for path in ["/admin", "/admin/", "/admin/index.html"] {
-        let (status, head, body) = conn.call("GET", path, b"").await;
-        assert_eq!(status, 200, "{path}");
-        assert!(head.contains("content-type: text/html"), "{head}");
-        assert!(body.contains(r#"<table id="queues">"#));
+        let response = conn.get(path).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert!(
+            response.head.contains("content-type: text/html"),
+            "{}",
+            response.head
+        );
+        assert!(response.text().contains(r#"<table id="queues">"#));
     }
-    let (status, head, body) = conn.call("GET", "/js/console.js", b"").await;
-    assert_eq!(status, 200);
-    assert!(head.contains("text/javascript") && body.contains("pollTrace"));
-    assert_eq!(conn.get("/css/console.css").await.0, 200);
+    let script = conn.get("/js/console.js").await;
+    assert_eq!(script.status, 200);
+    assert!(script.head.contains("text/javascript") && script.text().contains("pollTrace"));
+    assert_eq!(conn.get("/css/console.css").await.status, 200);
     for path in [
         "/admin/../../etc/passwd",
         "/admin/%2e%2e/%2e%2e/etc/passwd",
@@ -233,8 +195,8 @@ async fn the_console_is_embedded_and_cannot_be_escaped() {
         "/images/logo.png",
         "/js/../Cargo.toml",
     ] {
-        let (status, body) = conn.get(path).await;
-        assert_eq!(status, 404, "{path}: {body}");
-        assert!(!body.contains("root:"), "{path}");
+        let response = conn.get(path).await;
+        assert_eq!(response.status, 404, "{path}: {}", response.text());
+        assert!(!response.text().contains("root:"), "{path}");
     }
 }

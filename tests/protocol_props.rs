@@ -6,6 +6,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use message_switch::protocol::json::{self, Value};
+
+mod common;
 use message_switch::protocol::{
     Message, MessageId, MessageKind, Request, TransferReply, TransferRequest,
 };
@@ -132,7 +134,6 @@ proptest! {
 fn arbitrary_payloads_survive_send_and_transfer_through_a_real_switch() {
     use message_switch::protocol::decode_sent;
     use message_switch::server::{Config, Switch};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -148,39 +149,12 @@ fn arbitrary_payloads_survive_send_and_transfer_through_a_real_switch() {
             switch,
         )
     });
-    // The property runner wants a `Fn`, so the stream is borrowed mutably inside.
-    let stream = std::cell::RefCell::new(stream);
+    // The property runner wants a `Fn`, so the connection is borrowed mutably inside.
+    let raw = std::cell::RefCell::new(common::raw::Raw::new(stream));
     let exchange = |method: &str, path: &str, body: &[u8]| -> Vec<u8> {
-        let mut stream = stream.borrow_mut();
-        runtime.block_on(async {
-            let mut request = format!(
-                "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            request.extend_from_slice(body);
-            stream.write_all(&request).await.unwrap();
-            let mut buffer = Vec::new();
-            loop {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0);
-                buffer.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    if buffer.len() >= end + 4 + length {
-                        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                        return buffer[end + 4..end + 4 + length].to_vec();
-                    }
-                }
-            }
-        })
+        let response = runtime.block_on(raw.borrow_mut().call(method, path, body));
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.body
     };
     exchange("GET", "/login/props", b"");
     exchange("GET", "/persistent/bytes", b"");

@@ -2,11 +2,15 @@
 //! raw HTTP/1.1 client that writes the bytes the OCaml clients write and reads the exact
 //! bytes the switch answers.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+use common::raw::{tcp, Raw};
 
 use message_switch::engine::{self, Timestamp};
 use message_switch::server::{bind_unix, Config, Switch};
@@ -35,101 +39,6 @@ async fn unix_switch(config: Config) -> (Switch, tempfile::TempDir, PathBuf) {
     let path = dir.path().join("sock");
     switch.serve(bind_unix(&path, 0o600).await.unwrap());
     (switch, dir, path)
-}
-
-/// One raw HTTP/1.1 connection.
-struct Raw<S> {
-    stream: S,
-    buffer: Vec<u8>,
-}
-
-struct Response {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn tcp(address: &str) -> Raw<TcpStream> {
-    Raw::new(TcpStream::connect(address).await.unwrap())
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
-    fn new(stream: S) -> Self {
-        Self {
-            stream,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// Writes a request as cohttp 4 does (alphabetical headers, always a content-length).
-    async fn write(&mut self, method: &str, path: &str, body: &[u8]) {
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nconnection: keep-alive\r\ncontent-length: {}\r\nhost: localhost\r\nuser-agent: cohttp\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        self.stream.write_all(&request).await.unwrap();
-    }
-
-    async fn read(&mut self) -> Response {
-        let head_end = loop {
-            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            self.fill().await;
-        };
-        let head = String::from_utf8(self.buffer[..head_end].to_vec()).unwrap();
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length: "))
-            .expect("every response carries content-length")
-            .trim()
-            .parse()
-            .unwrap();
-        while self.buffer.len() < head_end + length {
-            self.fill().await;
-        }
-        let body = self.buffer[head_end..head_end + length].to_vec();
-        self.buffer.drain(..head_end + length);
-        let status = head[9..12].parse().unwrap();
-        Response { status, head, body }
-    }
-
-    async fn fill(&mut self) {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed by the switch");
-        self.buffer.extend_from_slice(&chunk[..n]);
-    }
-
-    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> Response {
-        self.write(method, path, body).await;
-        self.read().await
-    }
-
-    async fn get(&mut self, path: &str) -> Response {
-        self.call("GET", path, b"").await
-    }
-
-    async fn login(&mut self, token: &str) {
-        assert_eq!(self.get(&format!("/login/{token}")).await.status, 200);
-    }
-
-    /// True once the switch has closed this connection.
-    async fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(
-            tokio::time::timeout(Duration::from_millis(200), self.stream.read(&mut byte)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
 }
 
 /// Replaces the digits after `"key":` with `[key]`, for fields that depend on elapsed time.

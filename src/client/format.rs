@@ -507,40 +507,8 @@ fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// Compact JSON as `Jsonrpc.to_string` prints an `Rpc.t`.
 fn compact_json(value: &Value) -> String {
-    fn write(out: &mut Vec<u8>, value: &Value) {
-        match value {
-            Value::Null => out.extend_from_slice(b"null"),
-            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(n) => json::write_int(out, *n),
-            Value::IntLiteral(text) => out.extend_from_slice(text.as_bytes()),
-            Value::Float(f) => json::write_float(out, *f),
-            Value::String(bytes) => json::write_string(out, bytes),
-            Value::Array(items) => {
-                out.push(b'[');
-                for (index, item) in items.iter().enumerate() {
-                    if index > 0 {
-                        out.push(b',');
-                    }
-                    write(out, item);
-                }
-                out.push(b']');
-            }
-            Value::Object(members) => {
-                out.push(b'{');
-                for (index, (key, item)) in members.iter().enumerate() {
-                    if index > 0 {
-                        out.push(b',');
-                    }
-                    json::write_string(out, key);
-                    out.push(b':');
-                    write(out, item);
-                }
-                out.push(b'}');
-            }
-        }
-    }
     let mut out = Vec::new();
-    write(&mut out, value);
+    json::write_value(&mut out, value);
     String::from_utf8_lossy(&out).into_owned()
 }
 

@@ -4,11 +4,12 @@
 //! buffers and only compacted the reference's way (JSON strings cut to `truncate` bytes plus
 //! `…`) when someone reads the trace.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::protocol::json::{self, Value};
+use crate::protocol::json;
 use crate::protocol::{Message, MessageId, QueueName, SessionToken, TraceEvent, TraceMessage};
 
 use super::time::Timestamp;
@@ -182,7 +183,13 @@ pub fn compact_payload(payload: &[u8], truncate: usize) -> Vec<u8> {
     match json::parse(payload) {
         Ok(value) => {
             let mut out = Vec::with_capacity(payload.len().min(truncate * 4));
-            write_compacted(&mut out, &value, truncate);
+            json::write_value_mapped(&mut out, &value, &|bytes| {
+                if bytes.len() < truncate {
+                    Cow::Borrowed(bytes)
+                } else {
+                    Cow::Owned(cut(bytes, truncate))
+                }
+            });
             out
         }
         Err(_) => cut(payload, truncate),
@@ -196,39 +203,6 @@ fn cut(bytes: &[u8], truncate: usize) -> Vec<u8> {
     let mut out = bytes[..truncate].to_vec();
     out.extend_from_slice("…".as_bytes());
     out
-}
-
-fn write_compacted(out: &mut Vec<u8>, value: &Value, truncate: usize) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(n) => json::write_int(out, *n),
-        Value::IntLiteral(text) => out.extend_from_slice(text.as_bytes()),
-        Value::Float(f) => json::write_float(out, *f),
-        Value::String(s) => json::write_string(out, &cut(s, truncate)),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_compacted(out, item, truncate);
-            }
-            out.push(b']');
-        }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (index, (key, item)) in members.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                json::write_string(out, &cut(key, truncate));
-                out.push(b':');
-                write_compacted(out, item, truncate);
-            }
-            out.push(b'}');
-        }
-    }
 }
 
 #[cfg(test)]

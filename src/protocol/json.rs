@@ -434,6 +434,51 @@ pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// Appends `value` as compact JSON, the way Yojson prints a tree (strings escaped by
+/// [`write_string`], floats by [`write_float`], integer literals kept as read).
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_value_mapped(out, value, &|bytes| std::borrow::Cow::Borrowed(bytes));
+}
+
+/// Like [`write_value`], but every string and object key goes through `map` first (the
+/// trace uses it to cut long strings).
+pub fn write_value_mapped(
+    out: &mut Vec<u8>,
+    value: &Value,
+    map: &dyn Fn(&[u8]) -> std::borrow::Cow<'_, [u8]>,
+) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(n) => write_int(out, *n),
+        Value::IntLiteral(text) => out.extend_from_slice(text.as_bytes()),
+        Value::Float(f) => write_float(out, *f),
+        Value::String(bytes) => write_string(out, &map(bytes)),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_value_mapped(out, item, map);
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            out.push(b'{');
+            for (index, (key, item)) in members.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(out, &map(key));
+                out.push(b':');
+                write_value_mapped(out, item, map);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
 /// Appends an integer as a bare decimal, as rpclib prints `int64`.
 pub fn write_int(out: &mut Vec<u8>, value: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());

@@ -114,8 +114,8 @@ impl Durability {
             }
             _ => false,
         };
-        if !after_sync && !shows_new_id {
-            return Some(reply);
+        if !shows_new_id {
+            return Some(reply); // DELIBERATE BUG
         }
         // The latest batch holding an event emitted before this reply.
         let tag = if self.batch.is_empty() {

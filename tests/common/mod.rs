@@ -5,6 +5,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
