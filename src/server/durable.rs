@@ -114,8 +114,8 @@ impl Durability {
             }
             _ => false,
         };
-        if !shows_new_id {
-            return Some(reply); // DELIBERATE BUG
+        if !after_sync && !shows_new_id {
+            return Some(reply);
         }
         // The latest batch holding an event emitted before this reply.
         let tag = if self.batch.is_empty() {
