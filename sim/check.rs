@@ -8,7 +8,10 @@
 //!
 //! Without durability a restarted switch is empty: messages, queues and sessions never cross
 //! an incarnation ("epoch"), so most checks compare requests of the same epoch only; ids,
-//! however, must grow across epochs too.
+//! however, must grow across epochs too. In a durable run persistent queues and their
+//! messages do cross epochs (a 200 means synced), so the message checks compare their
+//! requests across every epoch ([`Facts::lineage`]); transient queues still die with their
+//! sessions, at the latest when the switch restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -109,7 +112,15 @@ struct Facts<'a> {
     /// Per session and epoch, the connections that tried to log in as it: (conn, login
     /// invocation, login success time).
     logins: BTreeMap<(String, u32), Vec<Login>>,
+    /// Whether the switch journalled (its persistent queues survive restarts).
+    durable: bool,
+    /// Names someone created as persistent queues, and never as transient ones.
+    persistent: BTreeSet<QueueName>,
 }
+
+/// The lineage of every persistent queue of a durable run: it spans all epochs (which are
+/// numbered from 1).
+const EVERY_EPOCH: u32 = 0;
 
 /// A connection's attempt to log in: (connection, invocation time, success time if it
 /// succeeded).
@@ -205,9 +216,12 @@ impl<'a> Facts<'a> {
             }
         }
         // A persistent create of the same name would make ownership ambiguous.
+        let mut persistent = BTreeSet::new();
         for op in &ops {
             if let Request::CreatePersistent(name) = &op.request {
-                creators.remove(name);
+                if creators.remove(name).is_none() {
+                    persistent.insert(name.clone());
+                }
             }
         }
         let owners = creators
@@ -222,6 +236,21 @@ impl<'a> Facts<'a> {
             epoch_start,
             owners,
             logins,
+            durable: run.plan.durability.is_some(),
+            persistent,
+        }
+    }
+
+    /// Which incarnations share the contents of `queue` as seen in `epoch`: only `epoch`
+    /// itself, except for a persistent queue of a durable run, whose messages, acks and
+    /// destroys carry across restarts ([`EVERY_EPOCH`]). The workloads never use one name
+    /// both ways (transient names carry the session token), so the split is unambiguous; a
+    /// name created both ways is judged per epoch.
+    fn lineage(&self, epoch: u32, queue: &QueueName) -> u32 {
+        if self.durable && self.persistent.contains(queue) {
+            EVERY_EPOCH
+        } else {
+            epoch
         }
     }
 
@@ -458,7 +487,7 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             );
             if let Some(ReplyData::Sent(Some(id))) = op.ok() {
                 stored
-                    .entry((op.epoch, queue.clone()))
+                    .entry((facts.lineage(op.epoch, queue), queue.clone()))
                     .or_default()
                     .push((id.index, op));
             }
@@ -468,11 +497,12 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
     let mut destroys: BTreeMap<(u32, QueueName), Vec<&Op>> = BTreeMap::new();
     for op in &facts.ops {
         match &op.request {
-            Request::Ack(id) if op.maybe_applied() => {
-                acks.entry((op.epoch, id.clone())).or_default().push(op)
-            }
+            Request::Ack(id) if op.maybe_applied() => acks
+                .entry((facts.lineage(op.epoch, &id.queue), id.clone()))
+                .or_default()
+                .push(op),
             Request::Destroy(name) if op.maybe_applied() => destroys
-                .entry((op.epoch, name.clone()))
+                .entry((facts.lineage(op.epoch, name), name.clone()))
                 .or_default()
                 .push(op),
             _ => {}
@@ -521,8 +551,10 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             )));
         }
         // Invariant 2 (and 3's "exactly"): every returned message was stored, in this
-        // incarnation, and not surely removed before the transfer began.
+        // incarnation (or, durable and persistent, in this one or an earlier one), and not
+        // surely removed before the transfer began, in any incarnation it lived through.
         for (id, message) in &reply.messages {
+            let lineage = facts.lineage(t.epoch, &id.queue);
             let Some(sent) = by_payload.get(&message.payload[..]) else {
                 out.push(bad(format!("returned {id}, which nobody sent")));
                 continue;
@@ -530,7 +562,7 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             let s = sent.op;
             let mismatch = sent.queue != id.queue
                 || sent.message.kind != message.kind
-                || s.epoch != t.epoch
+                || facts.lineage(s.epoch, &sent.queue) != lineage
                 || s.t_i > t_c
                 || matches!(s.ok(), Some(ReplyData::Sent(None)))
                 || matches!(s.ok(), Some(ReplyData::Sent(Some(sid))) if sid != id);
@@ -543,7 +575,7 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 continue;
             }
             let acked = acks
-                .get(&(t.epoch, id.clone()))
+                .get(&(lineage, id.clone()))
                 .unwrap_or(&no_ops)
                 .iter()
                 .find(|a| a.ok().is_some() && a.t_c_or_max() < t.t_i && a.t_i > s.t_i);
@@ -561,7 +593,7 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 });
             }
             let destroyed = destroys
-                .get(&(t.epoch, id.queue.clone()))
+                .get(&(lineage, id.queue.clone()))
                 .unwrap_or(&no_ops)
                 .iter()
                 .find(|d| d.ok().is_some() && d.t_i > s.t_c_or_max() && d.t_c_or_max() < t.t_i);
@@ -580,10 +612,13 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             }
         }
         // Invariant 2, completeness: every message surely stored before the transfer began,
-        // after the cursor and not possibly removed, is returned.
+        // after the cursor and not possibly removed, is returned. In a durable run that
+        // includes what persistent queues held before a switch crash: its Send's 200 meant
+        // synced.
         let returned: BTreeSet<&MessageId> = reply.messages.iter().map(|(id, _)| id).collect();
         for queue in &request.queues {
-            let Some(messages) = stored.get(&(t.epoch, queue.clone())) else {
+            let lineage = facts.lineage(t.epoch, queue);
+            let Some(messages) = stored.get(&(lineage, queue.clone())) else {
                 continue;
             };
             for (index, s) in messages {
@@ -595,10 +630,10 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                     continue;
                 }
                 let maybe_acked = acks
-                    .get(&(t.epoch, id.clone()))
+                    .get(&(lineage, id.clone()))
                     .is_some_and(|a| a.iter().any(|a| a.t_i < t_c));
                 let maybe_destroyed = destroys
-                    .get(&(t.epoch, queue.clone()))
+                    .get(&(lineage, queue.clone()))
                     .is_some_and(|d| d.iter().any(|d| d.t_i < t_c && d.latest_effect() > s.t_i));
                 let maybe_cleaned = facts
                     .owners
@@ -610,12 +645,15 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 out.push(Violation {
                     invariant: Invariant::AtLeastOnce,
                     what: format!(
-                        "transfer op {} at {}us {:?} did not return {id}, stored by op {} \
-                         (completed at {}us), never acked, its queue never destroyed",
+                        "transfer op {} at {}us (epoch {}) {:?} did not return {id}, stored by \
+                         op {} (epoch {}, completed at {}us), never acked, its queue never \
+                         destroyed",
                         t.op,
                         t.t_i,
+                        t.epoch,
                         request,
                         s.op,
+                        s.epoch,
                         s.t_c_or_max()
                     ),
                 });
@@ -624,11 +662,23 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
     }
 }
 
-/// Invariant 3: for one queue name, a Send that began after another ended gets a larger id,
-/// across Destroy/re-create and across restarts.
+/// Invariant 3: for one queue name, a Send that began after another ended, or after a
+/// Transfer showed an id, gets a larger id, across Destroy/re-create and across restarts. The
+/// shown ids matter in a durable run: a listener's cursor may be past a message the crash
+/// then lost, so the recovered switch must not hand that id out again.
 fn check_ids_grow(facts: &Facts, out: &mut Vec<Violation>) {
     let mut by_queue: BTreeMap<&QueueName, Vec<(&Op, i64)>> = BTreeMap::new();
+    // Per queue: (when it was surely known, id, op) of every id a Transfer showed.
+    let mut shown: BTreeMap<&QueueName, Vec<(u64, i64, u64)>> = BTreeMap::new();
     for op in &facts.ops {
+        if let (Request::Transfer(_), Some(ReplyData::Transfer(reply))) = (&op.request, op.ok()) {
+            for (id, _) in &reply.messages {
+                shown
+                    .entry(&id.queue)
+                    .or_default()
+                    .push((op.t_c_or_max(), id.index, op.op));
+            }
+        }
         if let (Request::Send { queue, .. }, Some(ReplyData::Sent(Some(id)))) =
             (&op.request, op.ok())
         {
@@ -650,6 +700,7 @@ fn check_ids_grow(facts: &Facts, out: &mut Vec<Violation>) {
             .iter()
             .map(|(op, index)| (op.t_c_or_max(), *index, op.op))
             .collect();
+        completed.extend(shown.remove(queue).unwrap_or_default());
         completed.sort();
         sends.sort_by_key(|(op, _)| op.t_i);
         let mut next = 0;
@@ -668,7 +719,7 @@ fn check_ids_grow(facts: &Facts, out: &mut Vec<Violation>) {
                         invariant: Invariant::Transfer,
                         what: format!(
                             "ids went backwards on {queue}: send op {} (at {}us, epoch {}) \
-                             got {index} after send op {earlier_op} got {earlier}",
+                             got {index} after op {earlier_op} got or showed {earlier}",
                             op.op, op.t_i, op.epoch
                         ),
                     });

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use message_switch::engine::Timestamp;
 use message_switch::protocol::QueueName;
 use message_switch::server::{Config, Switch};
+use message_switch::store::{self, MemoryStorage};
 
 use crate::history::{Event, Probe, Recorder, What};
 use crate::net::{ConnRecord, Net, SimListener, SWITCH_HOST};
@@ -54,7 +55,7 @@ pub enum Action {
     Restart(String),
     /// Crash the switch.
     CrashSwitch,
-    /// Start the switch again (empty: there is no durability yet).
+    /// Start the switch again: empty, or, in a durable run, with what its journal had synced.
     RestartSwitch,
 }
 
@@ -75,6 +76,16 @@ pub struct Plan {
     pub stop_us: u64,
     /// The largest link latency any fault sets (µs).
     pub latency_max_us: u64,
+    /// A durable run: the switch journals to an in-memory storage that outlives its crashes.
+    pub durability: Option<Durability>,
+}
+
+/// How a durable run's switch journals.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Durability {
+    /// How long each sync of the in-memory journal takes (virtual time), so that a switch
+    /// crash can fall between a write and its sync and lose the unsynced tail.
+    pub sync_delay: Duration,
 }
 
 /// What a run leaves for the checkers.
@@ -173,6 +184,12 @@ pub fn plan(seed: u64) -> Plan {
     let heal_us = chaos_us;
     let stop_us = heal_us + SETTLE.as_micros() as u64 + r.range(6, 10) * 1_000_000;
     let (faults, latency_max_us) = fault_schedule(&mut rng.fork(2), &hosts, heal_us);
+    // Odd seeds are durable: half of any range of seeds, default set included, whatever the
+    // other draws. The delay comes from a fork of its own, so that adding durability left
+    // every other draw as it was.
+    let durability = (seed % 2 == 1).then(|| Durability {
+        sync_delay: Duration::from_millis(rng.fork(5).range(1, 3)),
+    });
     Plan {
         seed,
         hosts,
@@ -181,6 +198,7 @@ pub fn plan(seed: u64) -> Plan {
         heal_us,
         stop_us,
         latency_max_us,
+        durability,
     }
 }
 
@@ -257,6 +275,9 @@ pub fn run(seed: u64) -> RunResult {
     let recorder = Rc::new(Recorder::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Chaos);
     let features = Rc::new(plan.features.clone());
+    // The switch's "disk": it lives outside the switch host, so it survives the host's crash
+    // (minus its unsynced tail, dropped in `World::apply`) as a real disk would.
+    let storage = plan.durability.map(|d| (MemoryStorage::new(), d));
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(24 * 3600))
@@ -270,8 +291,9 @@ pub fn run(seed: u64) -> RunResult {
     {
         let net = net.clone();
         let recorder = recorder.clone();
+        let storage = storage.clone();
         sim.host(SWITCH_HOST, move || {
-            switch_host(net.clone(), recorder.clone())
+            switch_host(net.clone(), recorder.clone(), storage.clone())
         });
     }
     for host in &plan.hosts {
@@ -314,6 +336,7 @@ pub fn run(seed: u64) -> RunResult {
         hold_started: Vec::new(),
         crashed: BTreeSet::new(),
         switch_down: false,
+        storage: storage.map(|(storage, _)| storage),
         host_error: None,
     };
     let mut faults = plan.faults.iter().peekable();
@@ -390,6 +413,8 @@ struct World<'a> {
     hold_started: Vec<(String, u64)>,
     crashed: BTreeSet<String>,
     switch_down: bool,
+    /// The durable switch's storage, whose unsynced tail a switch crash loses.
+    storage: Option<MemoryStorage>,
     host_error: Option<String>,
 }
 
@@ -464,6 +489,11 @@ impl World<'_> {
                     return;
                 }
                 self.sim.crash(SWITCH_HOST);
+                // The power went with the host: what the journal wrote but never synced is
+                // gone before the next incarnation recovers.
+                if let Some(storage) = &self.storage {
+                    storage.crash();
+                }
                 self.switch_down = true;
             }
             Action::RestartSwitch => {
@@ -516,18 +546,33 @@ impl World<'_> {
     }
 }
 
-/// The switch host: the real server over turmoil TCP, plus a probe of its bookkeeping.
-async fn switch_host(net: Arc<Net>, recorder: Rc<Recorder>) -> turmoil::Result {
+/// The switch host: the real server over turmoil TCP, plus a probe of its bookkeeping. With
+/// `storage` it is durable: each incarnation recovers what the previous ones synced.
+async fn switch_host(
+    net: Arc<Net>,
+    recorder: Rc<Recorder>,
+    storage: Option<(MemoryStorage, Durability)>,
+) -> turmoil::Result {
     let epoch = net.begin_epoch();
     let elapsed = turmoil::sim_elapsed().unwrap_or_default();
     let start = Timestamp::from_unix_nanos(BASE_NS + elapsed.as_nanos() as i64);
-    // DURABILITY HOOK: once src/store lands, open the in-memory journal here (it survives
-    // the host's crash because it lives outside the host's runtime, like `net`), replay it
-    // into the engine, and tell the checkers that messages survive restarts.
-    let switch = Switch::start(Config {
+    let config = Config {
         start_time: Some(start),
         ..Config::default()
-    });
+    };
+    let switch = match storage {
+        Some((storage, durability)) => {
+            // The journal runs as a task on this host's runtime, so it dies with the host;
+            // the storage outlives it.
+            let options = store::Options {
+                simulated_sync_delay: durability.sync_delay,
+                ..store::Options::default()
+            };
+            let opened = store::open_on_runtime(storage, &options)?;
+            Switch::start_durable(config, opened)
+        }
+        None => Switch::start(config),
+    };
     let listener = SimListener::bind(net, epoch).await?;
     recorder.record(What::SwitchUp { epoch });
     switch.serve(listener);

@@ -27,12 +27,15 @@ mod workload;
 use std::time::Instant;
 
 /// Seeds the default `cargo test` run covers, besides the regression seeds below.
-const DEFAULT_SEEDS: u64 = 12;
+const DEFAULT_SEEDS: u64 = 8;
 
 /// Seeds that once found a bug; they stay in the default run.
 /// - 189: RPC callers of one process shared a reply queue and acked each other's responses
 ///   (a harness bug; the checker of invariant 4 caught it as calls timing out after the heal).
-const REGRESSION_SEEDS: &[u64] = &[189];
+/// - 580: a connect abandoned by its timeout mid-handshake left the switch's accepted end open
+///   for ever, which turmoil allows but a kernel would reset (a harness bug, fixed in
+///   `Net::connect`; the leak checker of invariant 5 caught it).
+const REGRESSION_SEEDS: &[u64] = &[189, 580];
 
 /// Runs one seed and judges it. Returns the violations, printed with the seed and the tail of
 /// the history.
@@ -55,10 +58,21 @@ fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
             .iter()
             .filter(|e| matches!(e.what, history::What::Invoke { .. }))
             .count();
+        let switch_crashes = run
+            .plan
+            .faults
+            .iter()
+            .filter(|(_, action)| *action == harness::Action::CrashSwitch)
+            .count();
         println!(
-            "seed {}: {} hosts, {} faults, {ops} requests, {calls} calls, {} connections, \
-             {:.1}s virtual, digest {digest:016x}",
+            "seed {}: {}, {} hosts, {} faults ({switch_crashes} switch crashes), {ops} requests, \
+             {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}",
             run.plan.seed,
+            if run.plan.durability.is_some() {
+                "durable"
+            } else {
+                "in-memory"
+            },
             run.plan.hosts.len(),
             run.plan.faults.len(),
             run.conns.len(),
@@ -115,7 +129,11 @@ fn run_children(seeds: &[u64], verbose: bool) -> Vec<u64> {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if verbose {
-            for line in stdout.lines().filter(|l| l.starts_with("seed ")) {
+            // libtest prints `test simulation_seeds ... ` before the summary, on its line.
+            for line in stdout
+                .lines()
+                .filter_map(|l| l.find("seed ").map(|at| &l[at..]))
+            {
                 println!("{line}");
             }
         }

@@ -197,7 +197,21 @@ impl Net {
     }
 
     /// Opens a connection from the current host (named `host`) to the switch.
+    ///
+    /// The handshake runs in a task of its own, so a caller that gives up (a connect timeout)
+    /// does not abandon a half-open connection: a real kernel resets a connection whose socket
+    /// was closed mid-handshake, but turmoil would leave the switch's accepted end open for
+    /// ever (seed 580). When nobody awaits the task any more, the finished stream is dropped,
+    /// which closes it as the kernel would.
     pub async fn connect(self: &Arc<Net>, host: &str) -> io::Result<(SimStream, u64, u32)> {
+        let net = Arc::clone(self);
+        let host = host.to_owned();
+        tokio::spawn(async move { net.connect_now(&host).await })
+            .await
+            .unwrap_or_else(|join_error| Err(io::Error::other(join_error.to_string())))
+    }
+
+    async fn connect_now(self: &Arc<Net>, host: &str) -> io::Result<(SimStream, u64, u32)> {
         let stream = turmoil::net::TcpStream::connect((SWITCH_HOST, SWITCH_PORT)).await?;
         let local = stream.local_addr()?;
         let picked = {
