@@ -31,4 +31,4 @@ pub use connector::UnixConnector;
 pub use connector::{Connector, TcpConnector};
 pub use error::Error;
 pub use rpc::{default_token, CallOptions, Client, ClientConfig};
-pub use serve::{serve, Incoming, ServeOptions};
+pub use serve::{serve, Incoming, ServeOptions, REPLIERS_MAX};

@@ -6,8 +6,13 @@
 //!   is what keeps the loop from seeing a request twice.
 //! - Each request runs the handler; its result is sent to the request's `reply_to` as the
 //!   response, and only once the switch has accepted the response is the request acked, on a
-//!   second (*replier*) connection. A crash between the two leaves the request queued, so it
-//!   is answered again later: at-least-once, never lost.
+//!   *replier* connection. A crash between the two leaves the request queued, so it is
+//!   answered again later: at-least-once, never lost. Concurrent handlers answer over a small
+//!   pool of replier connections (at most [`REPLIERS_MAX`], and never more than
+//!   [`ServeOptions::concurrency`]), opened as needed: one shared connection would make every
+//!   response wait for the exchanges of the others, and on a switch with `--statedir` (where
+//!   a reply to a Send or an Ack leaves only after an fsync) it capped a service at one
+//!   response and one ack per fsync, whatever its concurrency.
 //! - By default requests are handled one at a time, in ascending id order (the reference
 //!   switch hands out batches newest-first; they are sorted). [`ServeOptions::concurrency`]
 //!   allows a bounded number of handlers to run at once.
@@ -30,6 +35,9 @@ use tokio::task::JoinSet;
 use super::backoff::Backoff;
 use super::{ClientConfig, Connection, Connector, Error};
 use crate::protocol::{MessageId, MessageKind, QueueName};
+
+/// Most replier connections one [`serve`] opens (see the module documentation).
+pub const REPLIERS_MAX: usize = 16;
 
 /// Options of [`serve`].
 #[derive(Clone, Debug)]
@@ -85,7 +93,7 @@ where
         config: options.config,
         queue,
         handler,
-        replier: tokio::sync::Mutex::new(None),
+        repliers: Repliers::new(options.concurrency.get().min(REPLIERS_MAX)),
         in_progress: Mutex::new(BTreeSet::new()),
     });
     let permits = Arc::new(Semaphore::new(options.concurrency.get()));
@@ -167,8 +175,8 @@ struct Service<C, H> {
     config: ClientConfig,
     queue: QueueName,
     handler: H,
-    /// The connection for responses and acks, shared by the handlers one exchange at a time.
-    replier: tokio::sync::Mutex<Option<Connection>>,
+    /// The connections for responses and acks.
+    repliers: Repliers,
     /// Requests taken by a handler and not yet acked (or given up on).
     in_progress: Mutex<BTreeSet<MessageId>>,
 }
@@ -218,8 +226,8 @@ impl<C: Connector, H> Service<C, H> {
         response: &Bytes,
         responded: &mut bool,
     ) -> Result<(), Error> {
-        let mut slot = self.replier.lock().await;
-        let connection = match slot.take().filter(Connection::is_usable) {
+        let mut replier = self.repliers.take().await;
+        let connection = match replier.connection.take().filter(Connection::is_usable) {
             Some(connection) => connection,
             None => {
                 let mut connection =
@@ -228,7 +236,7 @@ impl<C: Connector, H> Service<C, H> {
                 connection
             }
         };
-        let connection = slot.insert(connection);
+        let connection = replier.connection.insert(connection);
         if !*responded {
             let sent = connection
                 .send_response(reply_to, request, response.clone())
@@ -241,6 +249,60 @@ impl<C: Connector, H> Service<C, H> {
             *responded = true;
         }
         connection.ack(request).await
+    }
+}
+
+/// The pool of replier connections: at most `permits` in use at once, idle ones kept for
+/// reuse.
+struct Repliers {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Repliers {
+    fn new(connections_max: usize) -> Repliers {
+        Repliers {
+            permits: Arc::new(Semaphore::new(connections_max.max(1))),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Waits for a free place in the pool and takes an idle connection, if there is one (the
+    /// caller opens one otherwise). The place and the connection return with the guard.
+    async fn take(&self) -> Replier<'_> {
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            unreachable!("the semaphore is never closed");
+        };
+        let connection = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        Replier {
+            pool: self,
+            connection,
+            _permit: permit,
+        }
+    }
+}
+
+/// A replier connection in use. Dropping it returns a usable connection to the pool (a broken
+/// one is dropped, closing it) and frees its place.
+struct Replier<'a> {
+    pool: &'a Repliers,
+    connection: Option<Connection>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Replier<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take().filter(Connection::is_usable) {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(connection);
+        }
     }
 }
 

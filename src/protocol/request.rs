@@ -2,6 +2,8 @@
 //! reference switch does (`protocol.md` §1), and the reverse, building the method, path and
 //! body a client sends for a [`Request`].
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::json::{self, Value};
@@ -113,8 +115,8 @@ impl Request {
     /// target's path without the query; `body` is ignored for GET.
     pub fn route(method: &str, path: &str, body: Bytes) -> Result<Request, RouteError> {
         let segments = Segments::parse(path);
-        let decoded: Vec<&[u8]> = segments.decoded.iter().map(|s| s.as_slice()).collect();
-        let name = |index: usize| QueueName::new(segments.decoded[index].clone());
+        let decoded: Vec<&[u8]> = segments.decoded.iter().map(|s| s.as_ref()).collect();
+        let name = |index: usize| QueueName::new(Bytes::copy_from_slice(&segments.decoded[index]));
         match (method, decoded.as_slice()) {
             ("GET", [b"", b""]) => Ok(Request::Diagnostics),
             ("GET", [b"", b"login", token]) => {
@@ -164,9 +166,9 @@ impl Request {
             ("POST", [b"", b"shutdown"]) if body.is_empty() => Ok(Request::Shutdown),
             ("GET", [b"", b"metrics"]) => Ok(Request::Metrics),
             ("GET", [b"", b"health"]) => Ok(Request::Health),
-            ("GET", [b"", first, ..]) if is_web_root(first) => {
-                Ok(Request::Web(segments.raw[1..].to_vec()))
-            }
+            ("GET", [b"", first, ..]) if is_web_root(first) => Ok(Request::Web(
+                segments.raw[1..].iter().map(|s| (*s).to_owned()).collect(),
+            )),
             _ => Err(RouteError::NotFound),
         }
     }
@@ -193,19 +195,24 @@ impl Request {
             )),
             Request::Destroy(name) => get(format!("/destroy/{}", encode_segment(name.as_bytes()))),
             Request::Send { queue, message } => {
-                let path = match &message.kind {
-                    MessageKind::Request { reply_to } => format!(
-                        "/request/{}/{}",
-                        encode_segment(queue.as_bytes()),
-                        encode_segment(reply_to.as_bytes())
-                    ),
-                    MessageKind::Response { request } => format!(
-                        "/response/{}/{}/{}",
-                        encode_segment(queue.as_bytes()),
-                        encode_segment(request.queue.as_bytes()),
-                        request.index
-                    ),
-                };
+                // The hot path of every RPC: built in one buffer, without `format!`.
+                let mut path = String::with_capacity(64);
+                match &message.kind {
+                    MessageKind::Request { reply_to } => {
+                        path.push_str("/request/");
+                        encode_segment_into(&mut path, queue.as_bytes());
+                        path.push('/');
+                        encode_segment_into(&mut path, reply_to.as_bytes());
+                    }
+                    MessageKind::Response { request } => {
+                        path.push_str("/response/");
+                        encode_segment_into(&mut path, queue.as_bytes());
+                        path.push('/');
+                        encode_segment_into(&mut path, request.queue.as_bytes());
+                        path.push('/');
+                        path.push_str(itoa::Buffer::new().format(request.index));
+                    }
+                }
                 HttpRequest {
                     method: "POST",
                     path,
@@ -217,11 +224,14 @@ impl Request {
                 path: "/transfer".to_owned(),
                 body: Bytes::from(transfer.encode()),
             },
-            Request::Ack(id) => get(format!(
-                "/ack/{}/{}",
-                encode_segment(id.queue.as_bytes()),
-                id.index
-            )),
+            Request::Ack(id) => {
+                let mut path = String::with_capacity(48);
+                path.push_str("/ack/");
+                encode_segment_into(&mut path, id.queue.as_bytes());
+                path.push('/');
+                path.push_str(itoa::Buffer::new().format(id.index));
+                get(path)
+            }
             Request::List { prefix, alive_only } => get(format!(
                 "/list/{}{}",
                 if *alive_only { "alive/" } else { "" },
@@ -314,15 +324,24 @@ impl TransferRequest {
 /// `%XX`.
 pub fn encode_segment(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    encode_segment_into(&mut out, bytes);
+    out
+}
+
+/// [`encode_segment`], appending to `out`.
+fn encode_segment_into(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(bytes.len());
     for &byte in bytes {
         let safe = byte.is_ascii_alphanumeric() || b"_.-~!$&'()*+,;=:@".contains(&byte);
         if safe {
-            out.push(byte as char);
+            out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
-    out
 }
 
 /// Decodes `%XX` escapes; an invalid escape (`%zz`, a trailing `%4`) is kept literally and `+`
@@ -353,21 +372,25 @@ pub fn decode_segment(segment: &[u8]) -> Vec<u8> {
 
 /// A path split on `/` with empty segments kept and dot segments removed (RFC 3986 §5.2.4,
 /// applied to the decoded segments as cohttp's `Uri` does), in raw and decoded form.
-struct Segments {
-    raw: Vec<String>,
-    decoded: Vec<Vec<u8>>,
+///
+/// Both borrow from the path where they can (a segment without `%` decodes to itself), so
+/// routing a request allocates only the two small vectors and the names it keeps.
+struct Segments<'a> {
+    raw: Vec<&'a str>,
+    decoded: Vec<Cow<'a, [u8]>>,
 }
 
-impl Segments {
-    fn parse(path: &str) -> Segments {
-        let mut raw: Vec<String> = Vec::new();
-        let mut decoded: Vec<Vec<u8>> = Vec::new();
-        let pieces: Vec<&str> = path.split('/').collect();
-        let last = pieces.len() - 1;
-        for (position, piece) in pieces.iter().enumerate() {
-            let value = decode_segment(piece.as_bytes());
-            let is_dot = value == b".";
-            let is_dot_dot = value == b"..";
+impl<'a> Segments<'a> {
+    fn parse(path: &'a str) -> Segments<'a> {
+        // Every request path has a handful of segments; one allocation each covers them.
+        const SEGMENTS_EXPECTED: usize = 6;
+        let mut raw: Vec<&str> = Vec::with_capacity(SEGMENTS_EXPECTED);
+        let mut decoded: Vec<Cow<'a, [u8]>> = Vec::with_capacity(SEGMENTS_EXPECTED);
+        let last = path.bytes().filter(|&b| b == b'/').count();
+        for (position, piece) in path.split('/').enumerate() {
+            let value = decode_segment_borrowed(piece.as_bytes());
+            let is_dot = *value == *b".";
+            let is_dot_dot = *value == *b"..";
             if position > 0 && (is_dot || is_dot_dot) {
                 // ".." removes the previous segment, but never the leading empty one that
                 // stands for the root.
@@ -376,15 +399,24 @@ impl Segments {
                     decoded.pop();
                 }
                 if position == last {
-                    raw.push(String::new());
-                    decoded.push(Vec::new());
+                    raw.push("");
+                    decoded.push(Cow::Borrowed(b""));
                 }
                 continue;
             }
-            raw.push((*piece).to_owned());
+            raw.push(piece);
             decoded.push(value);
         }
         Segments { raw, decoded }
+    }
+}
+
+/// [`decode_segment`], borrowing the segment when it holds no escape.
+fn decode_segment_borrowed(segment: &[u8]) -> Cow<'_, [u8]> {
+    if segment.contains(&b'%') {
+        Cow::Owned(decode_segment(segment))
+    } else {
+        Cow::Borrowed(segment)
     }
 }
 

@@ -273,17 +273,34 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     }
     if plan.has(Section::Idle) {
         let idle = idle_waiters_allowed(plan.idle);
-        let switch = start_switch(
+        let threads = plan.server_threads;
+        let quiet = start_switch(
             switch_binary,
             &scratch,
-            "idle",
+            "idle-none",
             Storage::Memory,
-            plan.server_threads,
+            threads,
+        )?;
+        let busy = start_switch(
+            switch_binary,
+            &scratch,
+            "idle-busy",
+            Storage::Memory,
+            threads,
         )?;
         progress(&format!("send cost with 0 and {idle} idle transfers"));
-        let connector = UnixConnector::new(&switch.unix);
-        report.idle = Some(scale::idle_waiters(connector, switch.pid(), idle, plan.timing).await?);
-        stop_switch(switch).await?;
+        let target = |switch: &ChildProcess| scale::Target {
+            connector: UnixConnector::new(&switch.unix),
+            pid: switch.pid(),
+        };
+        // A ratio near 1 is the target, so this figure gets twice the usual window.
+        let timing = Timing {
+            window: plan.timing.window * 2,
+            ..plan.timing
+        };
+        report.idle = Some(scale::idle_waiters(target(&quiet), target(&busy), idle, timing).await?);
+        stop_switch(quiet).await?;
+        stop_switch(busy).await?;
     }
     if plan.has(Section::Memory) {
         let switch = start_switch(

@@ -83,7 +83,7 @@ pub struct Samples {
 }
 
 /// What one window measured, apart from latencies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct WindowCpu {
     /// The window's length.
     pub elapsed: Duration,
@@ -91,6 +91,15 @@ pub struct WindowCpu {
     pub server: Duration,
     /// CPU time the bench process (the load generator) used during the window.
     pub client: Duration,
+}
+
+impl WindowCpu {
+    /// Adds another window's figures to these (for a window measured in slices).
+    pub fn add(&mut self, other: WindowCpu) {
+        self.elapsed += other.elapsed;
+        self.server += other.server;
+        self.client += other.client;
+    }
 }
 
 /// Waits out the warm-up, measures one window of the server process `server_pid`, then tells

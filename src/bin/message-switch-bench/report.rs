@@ -205,8 +205,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "One connection sends 100-byte requests one after another to a queue nobody \
-             listens on; Unix socket, no statedir. \"÷ floor\" is p50 ÷ the floor's p50 at \
+            "Two switches side by side (Unix socket, no statedir), one with the parked \
+             Transfers (each on its own queue and connection), one without; on each, one \
+             connection sends 100-byte requests one after another to a queue nobody listens \
+             on. The window is cut into slices that alternate between the two switches, so \
+             that both see the same background load. \"÷ floor\" is p50 ÷ the floor's p50 at \
              concurrency 1.\n"
         );
         let _ = writeln!(

@@ -14,9 +14,9 @@ use message_switch::client::{Connection, ConnectionConfig, Connector};
 use message_switch::protocol::QueueName;
 
 use crate::child::ChildProcess;
-use crate::measure::{run_window, Flags, Latencies, Recorder, Throughput, Timing, WindowCpu};
+use crate::measure::{Latencies, Throughput, Timing, WindowCpu, OPERATIONS_PER_WORKER_MAX};
 use crate::probe::Probe;
-use crate::rpc::{join_samples, payload};
+use crate::rpc::payload;
 
 /// Connections opened at once while setting up thousands of them.
 const SETUP_PARALLELISM: usize = 64;
@@ -127,26 +127,35 @@ pub async fn fanout<C: Connector>(
 
 /// The cost of a Send with and without `idle` Transfers parked on other queues.
 pub struct IdleCost {
-    /// Transfers parked during the second phase.
+    /// Transfers parked on the busy switch.
     pub idle: usize,
-    /// Sends with no Transfer parked anywhere.
+    /// Sends to the quiet switch, where no Transfer is parked.
     pub without: Throughput,
-    /// Sends with `idle` Transfers parked, each on its own queue.
+    /// Sends to the busy switch, where `idle` Transfers are parked, each on its own queue.
     pub with: Throughput,
 }
 
-/// Measures one connection's Sends (one after another, to a queue nobody listens on) first
-/// with no Transfer parked, then with `idle` Transfers parked, each on its own queue and
-/// connection. The target queue is emptied before each phase so that both start alike.
+/// A switch of the idle-waiter comparison: how to reach it and its process id.
+pub struct Target<C> {
+    /// Connects to the switch.
+    pub connector: C,
+    /// The switch's process id, for its CPU time.
+    pub pid: u32,
+}
+
+/// Measures one connection's Sends (one after another, to a queue nobody listens on) on two
+/// switches: `quiet`, where nothing else happens, and `busy`, where `idle` Transfers are
+/// parked, each on its own queue and connection. The window is cut into [`IDLE_ROUNDS`]
+/// slices that alternate between the two (in alternating order), so that both see the same
+/// background load on a shared machine, and the slices of each switch are added up.
 pub async fn idle_waiters<C: Connector>(
-    connector: C,
-    switch_pid: u32,
+    quiet: Target<C>,
+    busy: Target<C>,
     idle: usize,
     timing: Timing,
 ) -> Result<IdleCost> {
-    let without = send_phase(&connector, switch_pid, timing, "none").await?;
     let waiters = setup_all(idle, |index| {
-        let connector = connector.clone();
+        let connector = busy.connector.clone();
         async move {
             let queue = QueueName::from(format!("bench.idle.{index}"));
             let mut connection = open(&connector, format!("bench-idle:{index}")).await?;
@@ -159,19 +168,37 @@ pub async fn idle_waiters<C: Connector>(
     for (mut connection, queue) in waiters {
         parked.spawn(async move {
             let queues = [queue];
-            // Nothing is ever sent to these queues: each Transfer waits until the phase ends
-            // (dropping the JoinSet closes the connection). A failed one is simply missing
-            // from the parked count, which `wait_for_blocked_transfers` would report.
+            // Nothing is ever sent to these queues: each Transfer waits until the comparison
+            // ends (dropping the JoinSet closes the connection). A failed one is simply
+            // missing from the parked count, which `wait_for_blocked_transfers` would report.
             while connection.transfer(None, LONG_POLL, &queues).await.is_ok() {}
         });
     }
-    wait_for_blocked_transfers(&connector, idle).await?;
-    let with = send_phase(&connector, switch_pid, timing, "idle").await?;
+    wait_for_blocked_transfers(&busy.connector, idle).await?;
+    let mut senders = [
+        Sender::open(quiet, "quiet").await?,
+        Sender::open(busy, "busy").await?,
+    ];
+    for sender in &mut senders {
+        sender.sends(timing.warmup / 2).await?;
+        sender.reset();
+    }
+    let slice = timing.window / IDLE_ROUNDS;
+    for round in 0..IDLE_ROUNDS {
+        if round % 2 == 1 {
+            senders.reverse();
+        }
+        for sender in &mut senders {
+            sender.sends(slice).await?;
+        }
+    }
     drop(parked);
+    senders.sort_by_key(|sender| sender.tag);
+    let [busy, quiet] = senders;
     Ok(IdleCost {
         idle,
-        without,
-        with,
+        without: quiet.into_throughput(),
+        with: busy.into_throughput(),
     })
 }
 
@@ -303,34 +330,76 @@ async fn listen(
     }
 }
 
-/// One connection's Sends, one after another, to an emptied queue.
-async fn send_phase<C: Connector>(
-    connector: &C,
-    switch_pid: u32,
-    timing: Timing,
-    tag: &str,
-) -> Result<Throughput> {
-    let target = QueueName::from("bench.idle.target");
-    let reply_to = QueueName::from("bench.idle.replies");
-    let mut connection = open(connector, format!("bench-idle-sender:{tag}")).await?;
-    connection.destroy(&target).await?;
-    connection.create_persistent(&target).await?;
-    let flags = Arc::new(Flags::default());
-    let mut recorder = Recorder::new(&flags);
-    let mut worker = JoinSet::new();
-    worker.spawn(async move {
-        while recorder.running() {
-            let start = Instant::now();
-            let id = connection
-                .send_request(&target, &reply_to, payload())
+/// The slices of the idle-waiter comparison's window, alternating between the switches.
+const IDLE_ROUNDS: u32 = 8;
+
+/// One connection sending to one switch of the idle-waiter comparison, adding up what its
+/// slices measured.
+struct Sender {
+    tag: &'static str,
+    connection: Connection,
+    pid: u32,
+    target: QueueName,
+    reply_to: QueueName,
+    samples_ns: Vec<u64>,
+    cpu: WindowCpu,
+}
+
+impl Sender {
+    async fn open<C: Connector>(target: Target<C>, tag: &'static str) -> Result<Sender> {
+        let queue = QueueName::from("bench.idle.target");
+        let mut connection = open(&target.connector, format!("bench-idle-sender:{tag}")).await?;
+        connection.create_persistent(&queue).await?;
+        Ok(Sender {
+            tag,
+            connection,
+            pid: target.pid,
+            target: queue,
+            reply_to: QueueName::from("bench.idle.replies"),
+            samples_ns: Vec::new(),
+            cpu: WindowCpu::default(),
+        })
+    }
+
+    /// Sends one message after another for `length`, adding their latencies and the CPU
+    /// time used to the totals.
+    async fn sends(&mut self, length: Duration) -> Result<()> {
+        let server_before = crate::child::cpu_time(self.pid)?;
+        let client_before = crate::child::cpu_time(std::process::id())?;
+        let start = Instant::now();
+        let mut operations = 0;
+        while start.elapsed() < length && operations < OPERATIONS_PER_WORKER_MAX {
+            let sent = Instant::now();
+            let id = self
+                .connection
+                .send_request(&self.target, &self.reply_to, payload())
                 .await?;
             ensure!(id.is_some(), "the target queue is missing");
-            recorder.record(start);
+            self.samples_ns
+                .push(u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            operations += 1;
         }
-        Ok(recorder.into_samples())
-    });
-    let cpu = run_window(&flags, timing, switch_pid).await?;
-    Ok(Throughput::new(join_samples(worker).await?, cpu))
+        self.cpu.add(WindowCpu {
+            elapsed: start.elapsed(),
+            server: crate::child::cpu_time(self.pid)?.saturating_sub(server_before),
+            client: crate::child::cpu_time(std::process::id())?.saturating_sub(client_before),
+        });
+        Ok(())
+    }
+
+    /// Forgets what was measured so far (the warm-up).
+    fn reset(&mut self) {
+        self.samples_ns.clear();
+        self.cpu = WindowCpu::default();
+    }
+
+    fn into_throughput(self) -> Throughput {
+        Throughput {
+            latency: Latencies::from_samples([self.samples_ns]),
+            cpu: self.cpu,
+            requests_per_operation: None,
+        }
+    }
 }
 
 /// Each connection sends `count` messages to `queue`, all connections at once; returns the
