@@ -361,3 +361,71 @@ async fn handle<C, H, F>(
     drop(permit);
     drop(claim);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::ConnectionConfig;
+
+    /// A usable connection over an in-memory pipe; the returned pipe end must stay alive.
+    async fn connection() -> (Connection, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(1024);
+        let connection = Connection::handshake(client, ConnectionConfig::default())
+            .await
+            .unwrap();
+        (connection, server)
+    }
+
+    #[tokio::test]
+    async fn the_replier_pool_is_bounded_and_reuses_connections() {
+        let pool = Repliers::new(2);
+        let mut first = pool.take().await;
+        assert!(
+            first.connection.is_none(),
+            "an empty pool hands out no connection"
+        );
+        let (opened, _pipe) = connection().await;
+        first.connection = Some(opened);
+        let second = pool.take().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), pool.take())
+                .await
+                .is_err(),
+            "a third user waits for a free place"
+        );
+        drop(first);
+        let third = pool.take().await;
+        assert!(
+            third.connection.is_some(),
+            "a returned connection is reused"
+        );
+        drop(second);
+        drop(third);
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_replier_is_not_returned_to_the_pool() {
+        let pool = Repliers::new(1);
+        let (opened, pipe) = connection().await;
+        drop(pipe);
+        let mut replier = pool.take().await;
+        replier.connection = Some(opened);
+        // The peer is gone: once hyper has noticed, the connection is no longer usable.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while replier
+                .connection
+                .as_ref()
+                .is_some_and(Connection::is_usable)
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        drop(replier);
+        assert!(pool.idle.lock().unwrap().is_empty());
+    }
+}
