@@ -795,25 +795,7 @@ fn commit<S: Storage>(
     stats: &StatsHandle,
 ) -> Result<u64, StoreError> {
     let result = log.write(pending).and_then(|()| log.sync());
-    match &result {
-        Ok(()) => {
-            let count = pending.len() as u64;
-            stats.update(|s| {
-                s.batches += count;
-                if s.failing {
-                    tracing::info!("the journal is writable again");
-                }
-                s.failing = false;
-            });
-        }
-        Err(error) => {
-            tracing::error!(%error, "journal write failed; mutating requests are refused until it recovers");
-            stats.update(|s| {
-                s.write_errors += 1;
-                s.failing = true;
-            });
-        }
-    }
+    record_commit(&result, pending, stats, "journal write failed");
     result.map(|()| pending.last().map_or(0, |b| b.seq))
 }
 
@@ -921,6 +903,35 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
     }
 }
 
+/// Counts a group commit's outcome in the journal stats (which the driver reads to refuse
+/// changes while the journal fails) and logs the transitions.
+fn record_commit(
+    result: &Result<(), StoreError>,
+    pending: &[Batch],
+    stats: &StatsHandle,
+    failure: &str,
+) {
+    match result {
+        Ok(()) => {
+            let count = pending.len() as u64;
+            stats.update(|s| {
+                s.batches += count;
+                if s.failing {
+                    tracing::info!("the journal is writable again");
+                }
+                s.failing = false;
+            });
+        }
+        Err(error) => {
+            tracing::error!(%error, "{failure}; mutating requests are refused until it recovers");
+            stats.update(|s| {
+                s.write_errors += 1;
+                s.failing = true;
+            });
+        }
+    }
+}
+
 /// The sync half of [`commit`], for the task runner which sleeps between the halves.
 fn commit_sync<S: Storage>(
     log: &mut Log<S>,
@@ -928,21 +939,6 @@ fn commit_sync<S: Storage>(
     stats: &StatsHandle,
 ) -> Result<(), StoreError> {
     let result = log.sync();
-    match &result {
-        Ok(()) => {
-            let count = pending.len() as u64;
-            stats.update(|s| {
-                s.batches += count;
-                s.failing = false;
-            });
-        }
-        Err(error) => {
-            tracing::error!(%error, "journal sync failed");
-            stats.update(|s| {
-                s.write_errors += 1;
-                s.failing = true;
-            });
-        }
-    }
+    record_commit(&result, pending, stats, "journal sync failed");
     result
 }
