@@ -361,13 +361,15 @@ pub fn run(seed: u64) -> RunResult {
     world.note("phase: stop");
     let stop_deadline = world.now() + 10_000_000;
     let mut clients_stopped = false;
+    let mut exited = BTreeSet::new();
     while world.now() < stop_deadline && world.host_error.is_none() {
         world.step();
-        if plan
-            .hosts
-            .iter()
-            .all(|h| !world.sim.is_host_running(h.name.as_str()))
-        {
+        for host in &plan.hosts {
+            if !world.sim.is_host_running(host.name.as_str()) && exited.insert(host.name.clone()) {
+                world.exit_process(&host.name);
+            }
+        }
+        if exited.len() == plan.hosts.len() {
             clients_stopped = true;
             break;
         }
@@ -392,11 +394,14 @@ pub fn run(seed: u64) -> RunResult {
     let end_us = world.now();
     let holds = world.holds.clone();
     let host_error = world.host_error.clone();
+    // Taken before the simulation is torn down, which drops every socket still open: what
+    // the switch left open at the end must show as such.
+    let conns = net.records();
     drop(world);
     RunResult {
         plan,
         events: recorder.events(),
-        conns: net.records(),
+        conns,
         holds,
         janitor_done_us,
         clients_stopped,
@@ -427,6 +432,17 @@ impl World<'_> {
         if let Err(error) = self.sim.step() {
             self.host_error = Some(error.to_string());
         }
+    }
+
+    /// The client process on `host` has returned from its main function: end it the way an
+    /// operating system ends a process, closing every socket it still holds. turmoil would
+    /// instead keep the tasks it spawned (a connect in flight, say) alive and never poll them
+    /// again, so their sockets, and the switch's ends of them, would stay open for ever (seed
+    /// 5977). Restarting the host and crashing it at once drops those tasks, before the new
+    /// incarnation runs.
+    fn exit_process(&mut self, host: &str) {
+        self.sim.bounce(host);
+        self.sim.crash(host);
     }
 
     fn note(&self, text: &str) {

@@ -51,9 +51,16 @@ impl Default for ConnectionConfig {
 /// dropping it closes the socket, which ends the session on it.
 pub struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
+    /// hyper's side of the connection: it does the reads and writes. It is polled by the
+    /// task making a request, only while that request is in flight, rather than by a task of
+    /// its own: each exchange then costs no hand-over between tasks (two wake-ups, often
+    /// across threads), which was a large part of an RPC's latency. `None` once it ended.
+    io: Option<IoDriver>,
     config: ConnectionConfig,
     broken: bool,
 }
+
+type IoDriver = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
 
 impl Connection {
     /// Opens a stream with `connector` and starts HTTP/1.1 on it. No request is sent yet (in
@@ -74,30 +81,29 @@ impl Connection {
         Connection::handshake(stream, config.clone()).await
     }
 
-    /// Starts HTTP/1.1 over an already open stream. The connection's I/O is driven by a task
-    /// spawned with `tokio::spawn`, which ends when the [`Connection`] is dropped or the
-    /// stream fails.
+    /// Starts HTTP/1.1 over an already open stream. The connection's I/O is driven by the
+    /// requests themselves (nothing is spawned): between requests nothing reads the stream,
+    /// so a connection closed by the switch is noticed by the next request, as a transport
+    /// error.
     pub async fn handshake<S>(stream: S, config: ConnectionConfig) -> Result<Connection, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+        let (sender, io) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::Disconnected(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(error) = driver.await {
-                tracing::debug!(%error, "switch connection closed");
-            }
-        });
         Ok(Connection {
             sender,
+            io: Some(Box::pin(io)),
             config,
             broken: false,
         })
     }
 
     /// Whether the connection can still carry requests: no transport error has happened on it
-    /// and the peer has not closed it (as far as is known without sending).
+    /// and the peer has not been seen closing it. Nothing reads the connection between
+    /// requests, so a close by the switch is only seen by the next request, which then fails
+    /// with a transport error.
     pub fn is_usable(&self) -> bool {
         !self.broken && !self.sender.is_closed()
     }
@@ -294,43 +300,70 @@ impl Connection {
         Ok(decode_sent(&body)?)
     }
 
-    /// Sends one request and reads the whole response.
+    /// Sends one request and reads the whole response, driving the connection's I/O while it
+    /// waits.
     async fn round_trip(&mut self, request: &Request) -> Result<(u16, Bytes), Error> {
-        let http = request.to_http();
-        // The OCaml clients always send Content-Length (also 0) and a Host header; so do we,
-        // so that nothing on the server side depends on defaults.
-        let length = http.body.len();
-        let request = hyper::Request::builder()
-            .method(http.method)
-            .uri(http.path.as_str())
-            .header(HOST, "localhost")
-            .header(CONTENT_LENGTH, length)
-            .body(Full::new(http.body))
-            .map_err(|e| Error::Disconnected(format!("cannot build request: {e}")))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| Error::Disconnected(e.to_string()))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| Error::Disconnected(e.to_string()))?;
-        let status = response.status().as_u16();
-        let limit = self.config.response_bytes_max;
-        let body = Limited::new(response.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Error::ResponseTooLarge(limit)
-                } else {
-                    Error::Disconnected(e.to_string())
-                }
-            })?
-            .to_bytes();
-        Ok((status, body))
+        let Some(io) = self.io.as_mut() else {
+            return Err(Error::Disconnected("the connection has ended".into()));
+        };
+        let exchange = exchange(&mut self.sender, request, self.config.response_bytes_max);
+        tokio::pin!(exchange);
+        let ended = tokio::select! {
+            biased;
+            result = &mut exchange => return result,
+            ended = io => ended,
+        };
+        self.io = None;
+        // The connection ended, but maybe only after delivering the whole response (the
+        // switch closes the connection right after answering `/shutdown`, for example). Its
+        // driver is gone, so the exchange can only finish with what was delivered or fail.
+        exchange.await.map_err(|_| {
+            Error::Disconnected(match ended {
+                Ok(()) => "the switch closed the connection".to_owned(),
+                Err(error) => error.to_string(),
+            })
+        })
     }
+}
+
+/// One request and its whole response over `sender`, whose connection someone else drives.
+async fn exchange(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    request: &Request,
+    limit: usize,
+) -> Result<(u16, Bytes), Error> {
+    let http = request.to_http();
+    // The OCaml clients always send Content-Length (also 0) and a Host header; so do we,
+    // so that nothing on the server side depends on defaults.
+    let length = http.body.len();
+    let request = hyper::Request::builder()
+        .method(http.method)
+        .uri(http.path.as_str())
+        .header(HOST, "localhost")
+        .header(CONTENT_LENGTH, length)
+        .body(Full::new(http.body))
+        .map_err(|e| Error::Disconnected(format!("cannot build request: {e}")))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| Error::Disconnected(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| Error::Disconnected(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::ResponseTooLarge(limit)
+            } else {
+                Error::Disconnected(e.to_string())
+            }
+        })?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// A one-line rendering of an error body, bounded so that a hostile or broken server cannot
