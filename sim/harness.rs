@@ -86,6 +86,11 @@ pub struct Durability {
     /// How long each sync of the in-memory journal takes (virtual time), so that a switch
     /// crash can fall between a write and its sync and lose the unsynced tail.
     pub sync_delay: Duration,
+    /// Journal bytes after which the switch compacts (writes a snapshot and starts a new
+    /// segment). Most seeds set it a few KiB low, so that runs compact often and crashes land
+    /// around snapshots as well as around syncs; `None` keeps the production default, which a
+    /// run never reaches.
+    pub compaction_bytes_min: Option<u64>,
 }
 
 /// What a run leaves for the checkers.
@@ -189,6 +194,9 @@ pub fn plan(seed: u64) -> Plan {
     // every other draw as it was.
     let durability = (seed % 2 == 1).then(|| Durability {
         sync_delay: Duration::from_millis(rng.fork(5).range(1, 3)),
+        // A fork drawn after every other, so that adding compaction left the rest as it was.
+        compaction_bytes_min: [None, Some(2 << 10), Some(8 << 10), Some(32 << 10)]
+            [rng.fork(6).range(0, 3) as usize],
     });
     Plan {
         seed,
@@ -580,9 +588,19 @@ async fn switch_host(
         Some((storage, durability)) => {
             // The journal runs as a task on this host's runtime, so it dies with the host;
             // the storage outlives it.
+            let defaults = store::Options::default();
             let options = store::Options {
                 simulated_sync_delay: durability.sync_delay,
-                ..store::Options::default()
+                compaction_bytes_min: durability
+                    .compaction_bytes_min
+                    .unwrap_or(defaults.compaction_bytes_min),
+                // A small journal relative to the snapshot must still trigger compaction.
+                compaction_ratio: if durability.compaction_bytes_min.is_some() {
+                    0.5
+                } else {
+                    defaults.compaction_ratio
+                },
+                ..defaults
             };
             let opened = store::open_on_runtime(storage, &options)?;
             Switch::start_durable(config, opened)
@@ -600,6 +618,7 @@ async fn switch_host(
                 stats,
                 open_connections: switch.open_connections(),
                 tcp_streams: turmoil::established_tcp_stream_count(),
+                compactions: switch.journal_stats().map_or(0, |j| j.compactions),
             }));
         }
     }

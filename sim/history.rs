@@ -69,6 +69,8 @@ pub struct Probe {
     pub open_connections: usize,
     /// turmoil's count of established TCP streams on the switch host.
     pub tcp_streams: usize,
+    /// Snapshots this incarnation's journal has written (0 without a journal).
+    pub compactions: u64,
 }
 
 /// One entry of the history.

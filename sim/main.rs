@@ -69,15 +69,29 @@ fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
             .iter()
             .filter(|(_, action)| *action == harness::Action::CrashSwitch)
             .count();
+        // Each incarnation's journal counts its own snapshots: add up each one's last count.
+        let mut compactions_by_epoch = std::collections::BTreeMap::new();
+        for event in &run.events {
+            if let history::What::Probe(probe) = &event.what {
+                compactions_by_epoch.insert(probe.epoch, probe.compactions);
+            }
+        }
+        let compactions: u64 = compactions_by_epoch.values().sum();
+        let storage =
+            match run.plan.durability {
+                Some(durability) => format!(
+                    "durable ({compactions} snapshots, compacting from {})",
+                    durability.compaction_bytes_min.map_or(
+                        "the default".to_owned(),
+                        |bytes| format!("{} KiB", bytes >> 10)
+                    )
+                ),
+                None => "in-memory".to_owned(),
+            };
         println!(
-            "seed {}: {}, {} hosts, {} faults ({switch_crashes} switch crashes), {ops} requests, \
-             {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}",
+            "seed {}: {storage}, {} hosts, {} faults ({switch_crashes} switch crashes), {ops} \
+             requests, {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}",
             run.plan.seed,
-            if run.plan.durability.is_some() {
-                "durable"
-            } else {
-                "in-memory"
-            },
             run.plan.hosts.len(),
             run.plan.faults.len(),
             run.conns.len(),
