@@ -1,7 +1,7 @@
 //! The switch as a deterministic state machine: requests, disconnects and timeouts in;
 //! replies, durable events and shutdown out.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -149,7 +149,10 @@ pub struct Engine {
     connections: BTreeMap<ConnectionId, BTreeSet<SessionToken>>,
     session_connections: BTreeMap<SessionToken, usize>,
     transfers: BTreeMap<RequestId, ParkedTransfer>,
-    transfers_by_queue: BTreeMap<QueueName, BTreeSet<RequestId>>,
+    /// Only ever looked up by name, never iterated (so its order cannot reach an output): a
+    /// hash map, because with thousands of parked Transfers the B-tree's name comparisons
+    /// were a measurable part of every Send (docs/performance.md, "10,000 idle waiters").
+    transfers_by_queue: HashMap<QueueName, BTreeSet<RequestId>>,
     traces: BTreeMap<RequestId, ParkedTrace>,
     traces_by_from: BTreeSet<(i64, RequestId)>,
     deadlines: BTreeSet<(Timestamp, RequestId)>,
@@ -186,7 +189,7 @@ impl Engine {
             connections: BTreeMap::new(),
             session_connections: BTreeMap::new(),
             transfers: BTreeMap::new(),
-            transfers_by_queue: BTreeMap::new(),
+            transfers_by_queue: HashMap::new(),
             traces: BTreeMap::new(),
             traces_by_from: BTreeSet::new(),
             deadlines: BTreeSet::new(),
