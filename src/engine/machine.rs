@@ -149,9 +149,9 @@ pub struct Engine {
     connections: BTreeMap<ConnectionId, BTreeSet<SessionToken>>,
     session_connections: BTreeMap<SessionToken, usize>,
     transfers: BTreeMap<RequestId, ParkedTransfer>,
-    /// Only ever looked up by name, never iterated (so its order cannot reach an output): a
-    /// hash map, because with thousands of parked Transfers the B-tree's name comparisons
-    /// were a measurable part of every Send (docs/performance.md, "10,000 idle waiters").
+    /// Only ever looked up by name, never iterated, so its order cannot reach an output: a
+    /// hash map spares each Send the name comparisons of a B-tree search, which grew with
+    /// thousands of parked Transfers (docs/performance.md, "10,000 idle waiters").
     transfers_by_queue: HashMap<QueueName, BTreeSet<RequestId>>,
     traces: BTreeMap<RequestId, ParkedTrace>,
     traces_by_from: BTreeSet<(i64, RequestId)>,

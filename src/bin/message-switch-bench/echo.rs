@@ -9,8 +9,8 @@
 //! measured the same way, from `/proc`. The client side mirrors
 //! `message_switch::client::Connection` (same handshake, headers and body collection), except
 //! that hyper's side of the connection runs on a task of its own: for plain round trips that
-//! measured a little faster than driving it from the requesting task (as `Connection` does,
-//! which is faster for RPC), and the floor should be the fastest plain exchange.
+//! measured a little faster than driving it from the requesting task (as `Connection` does),
+//! and the floor should be the fastest plain exchange.
 
 use std::convert::Infallible;
 use std::path::Path;
