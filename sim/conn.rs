@@ -3,7 +3,8 @@
 //!
 //! The raw actors need arbitrary requests (any cursor, timeout, queue list) and a record of
 //! each one with its invocation and completion time, so they speak [`Request`] directly
-//! through hyper rather than through the client library's typed helpers.
+//! through hyper rather than through the client library's typed helpers (sharing only
+//! [`http_request`], the request as the OCaml clients put it on the wire).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper_util::rt::TokioIo;
 
+use message_switch::client::http_request;
 use message_switch::protocol::{
     decode_list, decode_sent, Diagnostics, QueueName, Request, TransferReply,
 };
@@ -120,15 +121,7 @@ impl SimConn {
     }
 
     async fn round_trip(&mut self, request: &Request) -> Result<(u16, Bytes), String> {
-        let http = request.to_http();
-        let length = http.body.len();
-        let request = hyper::Request::builder()
-            .method(http.method)
-            .uri(http.path.as_str())
-            .header(HOST, "localhost")
-            .header(CONTENT_LENGTH, length)
-            .body(Full::new(http.body))
-            .map_err(|e| e.to_string())?;
+        let request = http_request(request).map_err(|e| e.to_string())?;
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let response = self
             .sender

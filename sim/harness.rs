@@ -589,17 +589,15 @@ async fn switch_host(
             // The journal runs as a task on this host's runtime, so it dies with the host;
             // the storage outlives it.
             let defaults = store::Options::default();
+            let (compaction_bytes_min, compaction_ratio) = match durability.compaction_bytes_min {
+                // A small journal relative to the snapshot must still trigger compaction.
+                Some(bytes) => (bytes, 0.5),
+                None => (defaults.compaction_bytes_min, defaults.compaction_ratio),
+            };
             let options = store::Options {
                 simulated_sync_delay: durability.sync_delay,
-                compaction_bytes_min: durability
-                    .compaction_bytes_min
-                    .unwrap_or(defaults.compaction_bytes_min),
-                // A small journal relative to the snapshot must still trigger compaction.
-                compaction_ratio: if durability.compaction_bytes_min.is_some() {
-                    0.5
-                } else {
-                    defaults.compaction_ratio
-                },
+                compaction_bytes_min,
+                compaction_ratio,
                 ..defaults
             };
             let opened = store::open_on_runtime(storage, &options)?;

@@ -327,22 +327,28 @@ impl Connection {
     }
 }
 
+/// `request` as hyper sends it: its method, path and body, plus the `Host` header and a
+/// `Content-Length` (also 0) that the OCaml clients always send, so that nothing on the
+/// server side depends on defaults. For anything that speaks the protocol through hyper
+/// without a [`Connection`] (the simulation's raw actors).
+pub fn http_request(request: &Request) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    let http = request.to_http();
+    let length = http.body.len();
+    hyper::Request::builder()
+        .method(http.method)
+        .uri(http.path.as_str())
+        .header(HOST, "localhost")
+        .header(CONTENT_LENGTH, length)
+        .body(Full::new(http.body))
+}
+
 /// One request and its whole response over `sender`, whose connection someone else drives.
 async fn exchange(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     request: &Request,
     limit: usize,
 ) -> Result<(u16, Bytes), Error> {
-    let http = request.to_http();
-    // The OCaml clients always send Content-Length (also 0) and a Host header; so do we,
-    // so that nothing on the server side depends on defaults.
-    let length = http.body.len();
-    let request = hyper::Request::builder()
-        .method(http.method)
-        .uri(http.path.as_str())
-        .header(HOST, "localhost")
-        .header(CONTENT_LENGTH, length)
-        .body(Full::new(http.body))
+    let request = http_request(request)
         .map_err(|e| Error::Disconnected(format!("cannot build request: {e}")))?;
     sender
         .ready()

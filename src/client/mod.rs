@@ -25,7 +25,7 @@ pub mod format;
 mod rpc;
 mod serve;
 
-pub use connection::{Connection, ConnectionConfig};
+pub use connection::{http_request, Connection, ConnectionConfig};
 #[cfg(unix)]
 pub use connector::UnixConnector;
 pub use connector::{Connector, TcpConnector};

@@ -208,9 +208,7 @@ impl Request {
                         path.push_str("/response/");
                         encode_segment_into(&mut path, queue.as_bytes());
                         path.push('/');
-                        encode_segment_into(&mut path, request.queue.as_bytes());
-                        path.push('/');
-                        path.push_str(itoa::Buffer::new().format(request.index));
+                        push_message_id(&mut path, request);
                     }
                 }
                 HttpRequest {
@@ -227,9 +225,7 @@ impl Request {
             Request::Ack(id) => {
                 let mut path = String::with_capacity(48);
                 path.push_str("/ack/");
-                encode_segment_into(&mut path, id.queue.as_bytes());
-                path.push('/');
-                path.push_str(itoa::Buffer::new().format(id.index));
+                push_message_id(&mut path, id);
                 get(path)
             }
             Request::List { prefix, alive_only } => get(format!(
@@ -326,6 +322,13 @@ pub fn encode_segment(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     encode_segment_into(&mut out, bytes);
     out
+}
+
+/// Appends a message id in its path form, `QUEUE/INDEX` (the queue percent-encoded).
+fn push_message_id(path: &mut String, id: &MessageId) {
+    encode_segment_into(path, id.queue.as_bytes());
+    path.push('/');
+    path.push_str(itoa::Buffer::new().format(id.index));
 }
 
 /// [`encode_segment`], appending to `out`.
