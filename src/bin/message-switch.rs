@@ -55,6 +55,15 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().name_bytes_max)]
     name_bytes_max: usize,
 
+    /// Most payload bytes in one Transfer reply (it always holds at least one message; the
+    /// client continues from `next`).
+    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().transfer_reply_bytes_max)]
+    transfer_reply_bytes_max: usize,
+
+    /// Most distinct session tokens one connection may log in with.
+    #[arg(long, value_name = "N", default_value_t = engine::Config::default().logins_per_connection_max)]
+    logins_per_connection_max: usize,
+
     /// Most queues at once.
     #[arg(long, value_name = "N", default_value_t = engine::Config::default().queues_max)]
     queues_max: usize,
@@ -78,6 +87,11 @@ struct Args {
     /// Most queues given their own series in /metrics (the deepest ones).
     #[arg(long, value_name = "N", default_value_t = Config::default().metrics_queues_max)]
     metrics_queues_max: usize,
+
+    /// Threads that run connections and the engine: 1 is a single-threaded runtime (the
+    /// original is single-threaded too, and the switch is mostly idle between requests).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
 
     /// Keep queues and messages in this directory (created if missing), so that they survive
     /// restarts and crashes: a 200 reply to a change then means it is on disk.
@@ -128,7 +142,8 @@ impl Args {
                 trace_entries_max: self.trace_entries,
                 trace_bytes_max: self.trace_bytes_max,
                 trace_truncate_bytes: self.trace_truncate,
-                ..engine::Config::default()
+                transfer_reply_bytes_max: self.transfer_reply_bytes_max,
+                logins_per_connection_max: self.logins_per_connection_max,
             },
             body_bytes_max: self.body_bytes_max,
             connections_max: self.connections_max,
@@ -153,11 +168,23 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let config = args.config()?;
-    tokio::runtime::Builder::new_multi_thread()
+    runtime(args.threads)?.block_on(run(args, config))
+}
+
+/// A current-thread runtime for one thread (no wake-ups cross threads), else a
+/// multi-threaded one with `threads` workers.
+fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(threads));
+        builder
+    };
+    builder
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(run(args, config))
+        .context("cannot start the async runtime")
 }
 
 async fn run(args: Args, config: Config) -> Result<()> {
