@@ -101,18 +101,19 @@ pub async fn status_line(switch: &Switch) -> String {
     let connections = switch.open_connections();
     match switch.stats().await {
         Some(stats) => format!(
-            "{} queues, {} messages, {} connections",
+            "queues: {}, messages: {}, connections: {}",
             stats.queues, stats.messages, connections
         ),
-        None => format!("{connections} connections"),
+        None => format!("connections: {connections}"),
     }
 }
 
 /// Sends the status line every `every` when it has changed, until the switch begins to shut
-/// down. Nothing is sent when `readiness` is disabled.
+/// down. When `readiness` is disabled this sends nothing and never returns, so that it can
+/// sit in a `select!` beside the shutdown triggers.
 pub async fn report_status(switch: Switch, readiness: &Readiness, every: Duration) {
     if !readiness.is_enabled() {
-        return;
+        return std::future::pending().await;
     }
     let mut last = String::new();
     let mut ticks = tokio::time::interval(every);
