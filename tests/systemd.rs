@@ -186,9 +186,7 @@ fn stopping_on_post_shutdown() {
     let (mut switch, socket) = switch_with_notify(dir.path(), &notify);
     notify.until("READY=1");
     let mut stream = UnixStream::connect(&socket).expect("connect");
-    stream
-        .write_all(LOGIN_AND_SHUTDOWN)
-        .expect("write");
+    stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     notify.until("STOPPING=1");
     let (success, _) = switch.wait();
     assert!(success);
@@ -350,9 +348,7 @@ fn logs_written_to_a_file_are_plain_lines() {
         .spawn()
         .expect("message-switch starts");
     let mut stream = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
-    stream
-        .write_all(LOGIN_AND_SHUTDOWN)
-        .expect("write");
+    stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
     assert!(status.success());
     let text = std::fs::read_to_string(&log).expect("the log");

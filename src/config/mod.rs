@@ -40,12 +40,12 @@ const IGNORED_FIELD: &str = "configfile";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read (missing, unreadable, not UTF-8).
-    #[error("cannot read the config file {}: {source}", file.display())]
+    #[error("cannot read the config file {}: {error}", file.display())]
     Read {
         /// The file.
         file: PathBuf,
-        /// The reason.
-        source: io::Error,
+        /// The reason (shown in the message, so not a `source` that would repeat it).
+        error: io::Error,
     },
     /// The file is not a well-formed s-expression.
     #[error("{}:{error}", file.display())]
@@ -134,9 +134,9 @@ pub fn merge(
     else {
         return Ok(argv);
     };
-    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(&file).map_err(|error| ConfigError::Read {
         file: file.clone(),
-        source,
+        error,
     })?;
     let from_file =
         arguments(&relaxed, config_id, &matches, &text).map_err(|error| match error {

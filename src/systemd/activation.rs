@@ -36,12 +36,12 @@ pub enum ActivationError {
     #[error("LISTEN_FDS is not a number of file descriptors: {0:?}")]
     BadCount(String),
     /// A passed fd is neither kind of listening socket the switch serves.
-    #[error("fd {fd} passed by the service manager is neither a Unix stream socket nor a TCP socket: {source}")]
+    #[error("fd {fd} passed by the service manager is neither a Unix stream socket nor a TCP socket: {reason}")]
     NotAListener {
         /// The fd.
         fd: usize,
         /// Why the Unix check failed (the TCP one failed too).
-        source: io::Error,
+        reason: io::Error,
     },
 }
 
@@ -81,7 +81,7 @@ pub fn passed_listeners() -> Result<Vec<Passed>, ActivationError> {
                 Err(_) => {
                     return Err(ActivationError::NotAListener {
                         fd,
-                        source: unix_error,
+                        reason: unix_error,
                     })
                 }
             },
