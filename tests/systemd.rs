@@ -334,31 +334,50 @@ fn sockets_meant_for_another_process_are_ignored() {
 }
 
 #[test]
-fn logs_written_to_a_file_are_plain_lines() {
+fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let socket = dir.path().join("sock");
     let mut child = Command::new(SWITCH)
         .arg("--path")
         .arg(&socket)
-        .env("RUST_LOG", "debug")
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("message-switch starts");
-    let mut stream = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
+    // Routine client behaviour: one leaves cleanly, one hangs up in the middle of a request.
+    let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
+    clean
+        .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .expect("write");
+    let mut reply = [0; 12];
+    clean.read_exact(&mut reply).expect("a reply");
+    drop(clean);
+    let mut abrupt = UnixStream::connect(&socket).expect("connect");
+    abrupt
+        .write_all(b"POST /request/q/r HTTP/1.1\r\ncontent-length: 100\r\n\r\nhalf")
+        .expect("write");
+    drop(abrupt);
+    let mut stream = UnixStream::connect(&socket).expect("connect");
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
     assert!(status.success());
     let text = std::fs::read_to_string(&log).expect("the log");
     assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
-    let shutting_down = text
+    let events: Vec<&str> = text
         .lines()
-        .find(|line| line.contains("shutting down"))
-        .expect("the shutdown is logged");
+        .filter(|line| !line.starts_with("listening on "))
+        .collect();
+    // Only the shutdown is worth a line at the default level, each with level and target.
+    assert_eq!(events.len(), 2, "{text}");
     assert!(
-        shutting_down.contains(" INFO message_switch::server::driver: shutting down"),
-        "level and target on the line: {shutting_down:?}"
+        events[0].ends_with(" INFO message_switch::server::driver: shutting down"),
+        "{text}"
+    );
+    assert!(
+        events[1].ends_with(" INFO message_switch: stopped"),
+        "{text}"
     );
 }
