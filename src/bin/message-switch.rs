@@ -59,6 +59,11 @@ fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
 }
 
 async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readiness) -> Result<()> {
+    // Handle the signals before anything is announced: a SIGTERM sent as soon as the
+    // listeners are reported must stop the switch gracefully, not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let switch = match &args.statedir {
         Some(dir) => {
             let (switch, report) = Switch::open_dir(config, dir)
@@ -82,13 +87,11 @@ async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readine
     // Every listener is listening (connections queue in its backlog from now on) and
     // recovery is over: the service is ready.
     readiness.ready(&notify::status_line(&switch).await);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
     tokio::select! {
         _ = switch.stopping() => {}
         _ = notify::report_status(switch.clone(), &readiness, STATUS_EVERY) => {}
         _ = terminate.recv() => switch.shutdown(),
-        _ = tokio::signal::ctrl_c() => switch.shutdown(),
+        _ = interrupt.recv() => switch.shutdown(),
     }
     switch.stopping().await;
     readiness.stopping();
