@@ -254,21 +254,32 @@ fn sockets_meant_for_another_process_are_ignored() {
     );
 }
 
-#[test]
-fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
+/// The log file of a short run at the default level: a client leaves cleanly, one hangs up
+/// in the middle of a request, then one shuts the switch down. With `as_journal`,
+/// `JOURNAL_STREAM` names the log file, as systemd names its stream.
+fn log_of_a_short_run(as_journal: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let socket = dir.path().join("sock");
-    let mut child = Command::new(SWITCH)
+    let file = std::fs::File::create(&log).expect("log file");
+    let metadata = file.metadata().expect("metadata");
+    let mut command = Command::new(SWITCH);
+    command
         .arg("--path")
         .arg(&socket)
         .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("message-switch starts");
-    // Routine client behaviour: one leaves cleanly, one hangs up in the middle of a request.
+        .stderr(file);
+    if as_journal {
+        command.env(
+            "JOURNAL_STREAM",
+            format!("{}:{}", metadata.dev(), metadata.ino()),
+        );
+    }
+    let mut child = command.spawn().expect("message-switch starts");
     let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
     clean
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
@@ -285,12 +296,21 @@ fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
     assert!(status.success());
-    let text = std::fs::read_to_string(&log).expect("the log");
-    assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
-    let events: Vec<&str> = text
-        .lines()
+    std::fs::read_to_string(&log).expect("the log")
+}
+
+/// The log lines that are events (not the `listening on …` announcements).
+fn events(log: &str) -> Vec<&str> {
+    log.lines()
         .filter(|line| !line.starts_with("listening on "))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
+    let text = log_of_a_short_run(false);
+    assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
+    let events = events(&text);
     // Only the shutdown is worth a line at the default level, each with level and target.
     assert_eq!(events.len(), 2, "{text}");
     assert!(
@@ -299,6 +319,24 @@ fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     );
     assert!(
         events[1].ends_with(" INFO message_switch: stopped"),
+        "{text}"
+    );
+    // A timestamp first: 2026-12-02T06:00:00.000000Z.
+    assert!(
+        events[0].chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_to_the_journal_carry_priorities_and_no_time() {
+    let text = log_of_a_short_run(true);
+    assert_eq!(
+        events(&text),
+        vec![
+            "<6> INFO message_switch::server::driver: shutting down",
+            "<6> INFO message_switch: stopped",
+        ],
         "{text}"
     );
 }
