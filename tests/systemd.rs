@@ -59,14 +59,19 @@ impl NotifySocket {
     }
 }
 
+/// `message-switch --path SOCKET` with these extra environment variables.
+fn switch_at(socket: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
+    let mut command = Command::new(SWITCH);
+    command.arg("--path").arg(socket);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Spawned::start(&mut command)
+}
+
 fn switch_with_notify(dir: &Path, notify: &NotifySocket) -> (Spawned, PathBuf) {
     let socket = dir.join("sock");
-    let switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", &notify.path),
-    );
+    let switch = switch_at(&socket, &[("NOTIFY_SOCKET", notify.path.as_os_str())]);
     (switch, socket)
 }
 
@@ -118,12 +123,8 @@ fn an_unreachable_notify_socket_is_logged_not_fatal() {
     // The switch serves its clients whatever the service manager hears.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens")),
-    );
+    let nobody = dir.path().join("nobody-listens");
+    let mut switch = switch_at(&socket, &[("NOTIFY_SOCKET", nobody.as_os_str())]);
     let warning = switch.line_containing("cannot notify the service manager");
     assert!(
         warning.contains(" WARN message_switch::systemd::notify: "),
@@ -235,12 +236,13 @@ fn sockets_meant_for_another_process_are_ignored() {
     // LISTEN_PID names the parent (this test), as when the variables leak to a child.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("LISTEN_FDS", "1")
-            .env("LISTEN_PID", std::process::id().to_string()),
+    let parent = std::process::id().to_string();
+    let mut switch = switch_at(
+        &socket,
+        &[
+            ("LISTEN_FDS", "1".as_ref()),
+            ("LISTEN_PID", parent.as_ref()),
+        ],
     );
     assert_eq!(
         switch.line_starting("listening on "),
