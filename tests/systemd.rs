@@ -281,7 +281,7 @@ fn log_of_a_short_run(as_journal: bool) -> String {
             format!("{}:{}", metadata.dev(), metadata.ino()),
         );
     }
-    let mut child = command.spawn().expect("message-switch starts");
+    let mut switch = Spawned::adopt(command.spawn().expect("message-switch starts"));
     let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
     clean
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
@@ -296,8 +296,7 @@ fn log_of_a_short_run(as_journal: bool) -> String {
     drop(abrupt);
     let mut stream = UnixStream::connect(&socket).expect("connect");
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
-    let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
-    assert!(status.success());
+    assert!(switch.wait().0, "a clean exit");
     std::fs::read_to_string(&log).expect("the log")
 }
 
