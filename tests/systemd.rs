@@ -59,6 +59,13 @@ impl NotifySocket {
     }
 }
 
+/// The first 12 bytes of the reply on `stream`: `HTTP/1.1 NNN`.
+fn status_of(stream: &mut impl Read) -> String {
+    let mut status = [0; 12];
+    stream.read_exact(&mut status).expect("a reply");
+    String::from_utf8_lossy(&status).into_owned()
+}
+
 /// `message-switch --path SOCKET` with these extra environment variables.
 fn switch_at(socket: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
     let mut command = Command::new(SWITCH);
@@ -91,9 +98,7 @@ fn ready_only_once_the_socket_accepts_and_stopping_on_sigterm() {
     stream
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
         .expect("write");
-    let mut reply = [0; 12];
-    stream.read_exact(&mut reply).expect("a reply");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(status_of(&mut stream), "HTTP/1.1 200", "a reply");
     // The status follows what the switch holds.
     let status = notify.until("STATUS=queues: 0, messages: 0, connections: 1");
     assert!(!status.contains("READY"));
@@ -178,11 +183,11 @@ fn a_client_of_the_passed_socket_connected_before_the_start_gets_its_answer() {
         &["--path".as_ref(), path.as_os_str()],
         Some(&notify.path),
     );
-    let mut reply = [0; 12];
-    early
-        .read_exact(&mut reply)
-        .expect("the early client's answer");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        status_of(&mut early),
+        "HTTP/1.1 200",
+        "the early client's answer"
+    );
     assert_eq!(
         switch.line_starting("listening on unix "),
         format!(
@@ -213,11 +218,11 @@ fn a_passed_tcp_socket_replaces_the_default_listener() {
         .expect("write");
     early.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut switch = activated(OwnedFd::from(listener), &[], None);
-    let mut reply = [0; 12];
-    early
-        .read_exact(&mut reply)
-        .expect("the early client's answer");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        status_of(&mut early),
+        "HTTP/1.1 200",
+        "the early client's answer"
+    );
     assert_eq!(
         switch.line_starting("listening on "),
         format!("listening on tcp {address} (passed as message-switch.socket)")
@@ -286,8 +291,7 @@ fn log_of_a_short_run(as_journal: bool) -> String {
     clean
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
         .expect("write");
-    let mut reply = [0; 12];
-    clean.read_exact(&mut reply).expect("a reply");
+    assert_eq!(status_of(&mut clean), "HTTP/1.1 200");
     drop(clean);
     let mut abrupt = UnixStream::connect(&socket).expect("connect");
     abrupt
