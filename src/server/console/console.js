@@ -388,7 +388,7 @@ function drawMap() {
   const gap = 18;
   const width = Math.max(900, $("view-map").clientWidth - 4);
   const rows = Math.max(model.callers.length, model.services.length, 1);
-  const height = 30 + rows * (nodeHeight + gap);
+  const height = 44 + rows * (nodeHeight + gap);
   map.setAttribute("width", width);
   map.setAttribute("height", height);
   map.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -401,11 +401,12 @@ function drawMap() {
   svgText(map, 20, 18, "callers (sessions)", { class: "column" });
   svgText(map, width - nodeWidth - 20, 18, "services (queues)", { class: "column" });
   const position = new Map();
-  const rowY = (index) => 30 + index * (nodeHeight + gap);
+  const rowY = (index) => 44 + index * (nodeHeight + gap);
   model.callers.forEach((name, index) => position.set(`c:${name}`, { x: 20, y: rowY(index) }));
   model.services.forEach((name, index) => position.set(`s:${name}`, { x: width - nodeWidth - 20, y: rowY(index) }));
   const edgeLayer = svg("g", { class: "edges" }, map);
-  model.edges.forEach((edge, index) => {
+  const incoming = new Map();
+  for (const edge of model.edges) {
     const from = position.get(`c:${edge.caller}`);
     const to = position.get(`s:${edge.service}`);
     const x1 = from.x + nodeWidth;
@@ -424,10 +425,11 @@ function drawMap() {
     svg("path", { class: "hit", d }, group);
     const strokeWidth = Math.min(6, 1.5 + Math.log10(1 + edge.calls));
     svg("path", { class: "line", d, "stroke-width": strokeWidth, "marker-end": `url(#map-${kind})` }, group);
-    // Labels are spread along the curves so that crossing edges do not stack them.
-    const t = model.edges.length === 1 ? 0.5 : 0.3 + (0.4 * index) / (model.edges.length - 1);
-    const [labelX, labelY] = onCurve(t, [x1, y1], [x1 + bend, y1], [x2 - bend, y2], [x2, y2]);
-    svgText(group, labelX, labelY - 5, edgeLabel(edge), { "text-anchor": "middle", class: "label" });
+    // Each label sits just before its arrowhead, stacked above the others that point at the
+    // same service, so that crossing curves never pile their labels up.
+    const stack = incoming.get(edge.service) || 0;
+    incoming.set(edge.service, stack + 1);
+    svgText(group, x2 - 14, y2 - 6 - stack * 14, edgeLabel(edge), { "text-anchor": "end", class: "label" });
     const open = () => filterByEdge(edge.caller, edge.service);
     group.addEventListener("click", open);
     group.addEventListener("keydown", (key) => {
@@ -436,7 +438,7 @@ function drawMap() {
         open();
       }
     });
-  });
+  }
   for (const name of model.callers) drawNode(map, position.get(`c:${name}`), nodeWidth, nodeHeight, "caller", name, "session");
   for (const name of model.services) {
     const queue = model.queues.get(name);
@@ -453,21 +455,11 @@ function drawMap() {
   }
 }
 
-// The point at `t` of a cubic Bézier curve.
-function onCurve(t, p0, p1, p2, p3) {
-  const u = 1 - t;
-  const a = u * u * u;
-  const b = 3 * u * u * t;
-  const c = 3 * u * t * t;
-  const d = t * t * t;
-  return [0, 1].map((i) => a * p0[i] + b * p1[i] + c * p2[i] + d * p3[i]);
-}
-
 function edgeLabel(edge) {
   const parts = [`${number(edge.calls)}/min`];
   if (edge.p50_ms !== null) parts.push(`p50 ${ms(edge.p50_ms)}`);
   if (edge.p99_ms !== null) parts.push(`p99 ${ms(edge.p99_ms)}`);
-  if (edge.errors > 0) parts.push(`${edge.errors} errors`);
+  if (edge.errors > 0) parts.push(`${edge.errors} error${edge.errors === 1 ? "" : "s"}`);
   if (edge.noListener) parts.push("no listener");
   return (edge.estimated ? "≈ " : "") + parts.join(" · ");
 }

@@ -424,3 +424,354 @@ fn delta(previous: &mut Option<u64>, current: u64) -> u64 {
 fn before(time: Timestamp, ns: i64) -> Timestamp {
     Timestamp::from_unix_nanos(time.unix_nanos().saturating_sub(ns))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::{Message, MessageId};
+
+    const SECOND: i64 = 1_000_000_000;
+    const T0: i64 = 1_700_000_000 * SECOND;
+
+    fn config(queues_max: usize, edges_max: usize) -> SamplerConfig {
+        SamplerConfig {
+            interval: Duration::from_secs(1),
+            queues_max,
+            history_len: 300,
+            edges_max,
+        }
+    }
+
+    fn summary(name: &str, depth: usize, listening: bool, now: i64) -> QueueSummary {
+        QueueSummary {
+            name: QueueName::from(name),
+            transient: false,
+            depth,
+            payload_bytes: depth,
+            oldest: (depth > 0).then(|| Timestamp::from_unix_nanos(now - 5 * SECOND)),
+            next_transfer_expected: listening.then(|| Timestamp::from_unix_nanos(now)),
+        }
+    }
+
+    fn inspection(now: i64, sent: u64, queues: Vec<QueueSummary>) -> Inspection {
+        Inspection {
+            now: Timestamp::from_unix_nanos(now),
+            start: Timestamp::from_unix_nanos(T0),
+            stats: EngineStats {
+                queues: queues.len(),
+                messages_sent: sent,
+                ..EngineStats::default()
+            },
+            queues,
+        }
+    }
+
+    fn event(
+        time: i64,
+        input: Option<&str>,
+        output: Option<&str>,
+        id: (&str, i64),
+        kind: MessageKind,
+        payload: &str,
+        processing_time: Option<i64>,
+    ) -> TraceEvent {
+        TraceEvent {
+            time: time as f64 / 1e9,
+            input: input.map(SessionToken::from),
+            queue: QueueName::from(id.0),
+            output: output.map(SessionToken::from),
+            message: TraceMessage::Message(
+                MessageId::new(QueueName::from(id.0), id.1),
+                Message {
+                    payload: Bytes::from(payload.to_owned()),
+                    kind,
+                },
+            ),
+            processing_time,
+        }
+    }
+
+    fn request(reply_to: &str) -> MessageKind {
+        MessageKind::Request {
+            reply_to: QueueName::from(reply_to),
+        }
+    }
+
+    fn response(queue: &str, index: i64) -> MessageKind {
+        MessageKind::Response {
+            request: MessageId::new(QueueName::from(queue), index),
+        }
+    }
+
+    /// One RPC from `caller` to `service`: the request sent and delivered, the response sent
+    /// and delivered `latency` ns later.
+    fn rpc(
+        at: i64,
+        caller: &str,
+        service: &str,
+        index: i64,
+        latency: i64,
+        answer: &str,
+    ) -> Vec<TraceEvent> {
+        vec![
+            event(
+                at,
+                Some(caller),
+                None,
+                (service, index),
+                request(caller),
+                "{}",
+                None,
+            ),
+            event(
+                at,
+                None,
+                Some("daemon"),
+                (service, index),
+                request(caller),
+                "{}",
+                None,
+            ),
+            event(
+                at + latency,
+                Some("daemon"),
+                None,
+                (caller, index + 1),
+                response(service, index),
+                answer,
+                None,
+            ),
+            event(
+                at + latency,
+                None,
+                Some(caller),
+                (caller, index + 1),
+                response(service, index),
+                answer,
+                Some(latency),
+            ),
+        ]
+    }
+
+    fn numbered(events: Vec<TraceEvent>, first: i64) -> Vec<(i64, TraceEvent)> {
+        (first..).zip(events).collect()
+    }
+
+    #[test]
+    fn only_the_busiest_queues_are_tracked_and_the_rest_counted() {
+        let mut history = History::new(config(2, 10));
+        let now = T0 + SECOND;
+        let queues = vec![
+            summary("a", 1, true, now),
+            summary("b", 7, true, now),
+            summary("c", 0, true, now),
+            summary("d", 3, false, now),
+            summary("e", 0, true, now),
+        ];
+        // "c" is empty but busy: 5 sends in this interval.
+        let sends: Vec<TraceEvent> = (0..5)
+            .map(|i| {
+                event(
+                    now - 1000,
+                    Some("x"),
+                    None,
+                    ("c", i),
+                    request("x"),
+                    "{}",
+                    None,
+                )
+            })
+            .collect();
+        history.record(&inspection(now, 5, queues), &numbered(sends, 0));
+        let tracked: Vec<String> = history.queues.keys().map(QueueName::to_text).collect();
+        assert_eq!(tracked, ["b", "c"]);
+        assert_eq!(history.untracked, (3, 4));
+        assert_eq!(history.queues[&QueueName::from("c")].sends, [5.0]);
+        assert_eq!(history.trace_cursor(), 5);
+    }
+
+    #[test]
+    fn series_are_bounded_by_the_history_length() {
+        let mut history = History::new(SamplerConfig {
+            history_len: 10,
+            ..config(5, 5)
+        });
+        for tick in 1..=25 {
+            let now = T0 + tick * SECOND;
+            history.record(
+                &inspection(now, 0, vec![summary("q", tick as usize, true, now)]),
+                &[],
+            );
+        }
+        let track = &history.queues[&QueueName::from("q")];
+        assert_eq!(track.depth.len(), 10);
+        assert_eq!(track.depth.back(), Some(&25));
+        assert_eq!(history.totals.len(), 10);
+    }
+
+    #[test]
+    fn edges_count_calls_latencies_and_errors_over_the_last_minute() {
+        let mut history = History::new(config(10, 10));
+        let now = T0 + 10 * SECOND;
+        let mut events = rpc(
+            now - 900_000_000,
+            "xapi",
+            "svc",
+            10,
+            2_000_000,
+            r#"{"result":1,"error":null,"id":1}"#,
+        );
+        events.extend(rpc(
+            now - 800_000_000,
+            "xapi",
+            "svc",
+            20,
+            4_000_000,
+            r#"{"result":null,"error":"E","id":1}"#,
+        ));
+        events.extend(rpc(
+            now - 700_000_000,
+            "xapi",
+            "svc",
+            30,
+            6_000_000,
+            r#"{"success":false}"#,
+        ));
+        history.record(
+            &inspection(now, 6, vec![summary("svc", 0, true, now)]),
+            &numbered(events, 0),
+        );
+        let key = EdgeKey {
+            caller: SessionToken::from("xapi"),
+            service: QueueName::from("svc"),
+        };
+        let edge = &history.edges[&key];
+        assert_eq!(edge.counts(), (3.0, 3, 2));
+        assert_eq!(edge.latency_quantile(0.5), Some(4_000_000));
+        assert_eq!(edge.latency_quantile(0.99), Some(6_000_000));
+        assert!(!edge.estimated);
+        assert_eq!(
+            history.servers[&QueueName::from("svc")],
+            SessionToken::from("daemon")
+        );
+        // A minute later the calls have left the window; after the history's span the edge
+        // itself is forgotten.
+        let later = now + 61 * SECOND;
+        history.record(
+            &inspection(later, 6, vec![summary("svc", 0, true, later)]),
+            &[],
+        );
+        assert_eq!(history.edges[&key].counts(), (0.0, 0, 0));
+        assert_eq!(history.edges[&key].latency_quantile(0.5), None);
+        let much_later = now + 301 * SECOND;
+        history.record(
+            &inspection(much_later, 6, vec![summary("svc", 0, true, much_later)]),
+            &[],
+        );
+        assert!(history.edges.is_empty());
+    }
+
+    #[test]
+    fn a_response_without_a_remembered_request_is_timed_by_the_engine() {
+        let mut history = History::new(config(10, 10));
+        let now = T0 + SECOND;
+        let events = vec![event(
+            now,
+            None,
+            Some("xapi"),
+            ("xapi", 2),
+            response("svc", 1),
+            "{}",
+            Some(3_000_000),
+        )];
+        history.record(&inspection(now, 0, vec![]), &numbered(events, 0));
+        let key = EdgeKey {
+            caller: SessionToken::from("xapi"),
+            service: QueueName::from("svc"),
+        };
+        assert_eq!(history.edges[&key].counts(), (0.0, 1, 0));
+        assert_eq!(history.edges[&key].latency_quantile(0.5), Some(3_000_000));
+    }
+
+    #[test]
+    fn the_most_recently_active_edges_are_kept() {
+        let mut history = History::new(config(10, 2));
+        for (tick, caller) in ["a", "b", "c"].into_iter().enumerate() {
+            let now = T0 + (tick as i64 + 1) * SECOND;
+            let events = vec![event(
+                now - 1,
+                Some(caller),
+                None,
+                ("svc", tick as i64),
+                request(caller),
+                "{}",
+                None,
+            )];
+            history.record(
+                &inspection(now, tick as u64 + 1, vec![]),
+                &numbered(events, tick as i64),
+            );
+        }
+        let mut callers: Vec<String> = history.edges.keys().map(|k| k.caller.to_text()).collect();
+        callers.sort();
+        assert_eq!(callers, ["b", "c"]);
+    }
+
+    #[test]
+    fn an_overflowed_trace_makes_the_counts_estimates_scaled_by_the_exact_total() {
+        let mut history = History::new(config(10, 10));
+        let now = T0 + SECOND;
+        history.record(&inspection(now, 0, vec![summary("svc", 0, true, now)]), &[]);
+        // 100 sends happened, but the ring only still holds 10 of them (ids 90..100).
+        let later = now + SECOND;
+        let events: Vec<TraceEvent> = (0..10)
+            .map(|i| {
+                event(
+                    later - 1000,
+                    Some("xapi"),
+                    None,
+                    ("svc", i),
+                    request("xapi"),
+                    "{}",
+                    None,
+                )
+            })
+            .collect();
+        history.record(
+            &inspection(later, 100, vec![summary("svc", 0, true, later)]),
+            &numbered(events, 90),
+        );
+        assert_eq!(history.totals.back().map(|t| t.trace_lost), Some(90));
+        assert_eq!(
+            history.queues[&QueueName::from("svc")].sends.back(),
+            Some(&100.0)
+        );
+        let key = EdgeKey {
+            caller: SessionToken::from("xapi"),
+            service: QueueName::from("svc"),
+        };
+        assert_eq!(history.edges[&key].counts().0, 100.0);
+        assert!(history.edges[&key].estimated);
+    }
+
+    #[test]
+    fn listeners_and_errors_are_classified() {
+        let now = Timestamp::from_unix_nanos(T0);
+        let mut queue = summary("q", 1, false, T0);
+        assert_eq!(listener(&queue, now), "none");
+        queue.next_transfer_expected = Some(Timestamp::from_unix_nanos(T0 - LISTENER_GRACE_NS - 1));
+        assert_eq!(listener(&queue, now), "stale");
+        queue.next_transfer_expected = Some(Timestamp::from_unix_nanos(T0 - LISTENER_GRACE_NS));
+        assert_eq!(listener(&queue, now), "alive");
+        assert!(is_error_response(br#"{"success":false,"contents":1}"#));
+        assert!(is_error_response(
+            br#"{"jsonrpc":"2.0","error":{"code":1},"id":1}"#
+        ));
+        assert!(!is_error_response(br#"{"result":1,"error":null,"id":1}"#));
+        assert!(!is_error_response(b"not json"));
+    }
+}

@@ -268,3 +268,136 @@ fn write_float(out: &mut Vec<u8>, value: f64) {
     let text = text.trim_end_matches('0').trim_end_matches('.');
     out.extend_from_slice(if text == "-0" { "0" } else { text }.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::engine::{EngineStats, QueueSummary};
+    use crate::protocol::{
+        Message, MessageId, MessageKind, QueueName, SessionToken, TraceEvent, TraceMessage,
+    };
+    use crate::server::driver::Inspection;
+    use crate::server::sampler::SamplerConfig;
+
+    const SECOND: i64 = 1_000_000_000;
+    const T0: i64 = 1_700_000_000 * SECOND;
+
+    /// A full history: 1,000 queues with 64-byte names, 300 samples, every queue busy, and
+    /// more callers than edges kept.
+    fn full_history() -> History {
+        let config = SamplerConfig {
+            interval: Duration::from_secs(1),
+            ..SamplerConfig::default()
+        };
+        let mut history = History::new(config);
+        let name = |i: usize| format!("{i:0>64}");
+        let mut id = 0;
+        for tick in 1..=300 {
+            let now = T0 + tick * SECOND;
+            let queues: Vec<QueueSummary> = (0..1000)
+                .map(|i| QueueSummary {
+                    name: QueueName::from(name(i).as_str()),
+                    transient: false,
+                    depth: i,
+                    payload_bytes: i,
+                    oldest: Some(Timestamp::from_unix_nanos(T0)),
+                    next_transfer_expected: None,
+                })
+                .collect();
+            let events: Vec<(i64, TraceEvent)> = (0..200)
+                .map(|i| {
+                    id += 1;
+                    let queue = QueueName::from(name(i % 1000).as_str());
+                    let event = TraceEvent {
+                        time: (now - 1000) as f64 / 1e9,
+                        input: Some(SessionToken::from(name(i).as_str())),
+                        queue: queue.clone(),
+                        output: None,
+                        message: TraceMessage::Message(
+                            MessageId::new(queue, id),
+                            Message {
+                                payload: Bytes::from_static(b"{}"),
+                                kind: MessageKind::Request {
+                                    reply_to: QueueName::from("reply"),
+                                },
+                            },
+                        ),
+                        processing_time: None,
+                    };
+                    (id - 1, event)
+                })
+                .collect();
+            let inspection = Inspection {
+                now: Timestamp::from_unix_nanos(now),
+                start: Timestamp::from_unix_nanos(T0),
+                stats: EngineStats {
+                    queues: 1000,
+                    messages_sent: id as u64,
+                    ..EngineStats::default()
+                },
+                queues,
+            };
+            history.record(&inspection, &events);
+        }
+        history
+    }
+
+    #[test]
+    fn the_overview_is_bounded_json() {
+        let history = full_history();
+        let json = overview(&history);
+        // 100 queues × (a 64-byte name and two 60-point series) + 100 edges (two 64-byte
+        // names) + totals: well under 128 KiB, which the browser test also asserts.
+        assert!(json.len() < 128 * 1024, "{} bytes", json.len());
+        let value: Value = serde_json::from_slice(&json).expect("valid JSON");
+        let queues = value["queues"].as_array().unwrap();
+        assert_eq!(queues.len(), 100);
+        assert_eq!(value["untracked"]["queues"], 900);
+        for queue in queues {
+            assert_eq!(
+                queue["depth_series"].as_array().unwrap().len(),
+                SPARK_POINTS
+            );
+            assert_eq!(queue["send_series"].as_array().unwrap().len(), SPARK_POINTS);
+        }
+        assert_eq!(value["edges"].as_array().unwrap().len(), 100);
+        assert_eq!(
+            value["totals"]["send_series"].as_array().unwrap().len(),
+            SPARK_POINTS
+        );
+        assert_eq!(value["spark_seconds"], 300);
+    }
+
+    #[test]
+    fn a_young_history_pads_its_series_on_the_left() {
+        let mut history = History::new(SamplerConfig::default());
+        let now = T0 + SECOND;
+        let inspection = Inspection {
+            now: Timestamp::from_unix_nanos(now),
+            start: Timestamp::from_unix_nanos(T0),
+            stats: EngineStats::default(),
+            queues: vec![QueueSummary {
+                name: QueueName::from("q"),
+                transient: true,
+                depth: 3,
+                payload_bytes: 3,
+                oldest: Some(Timestamp::from_unix_nanos(T0)),
+                next_transfer_expected: None,
+            }],
+        };
+        history.record(&inspection, &[]);
+        let value: Value = serde_json::from_slice(&overview(&history)).unwrap();
+        let queue = &value["queues"][0];
+        let depth = queue["depth_series"].as_array().unwrap();
+        assert!(depth[..SPARK_POINTS - 1].iter().all(Value::is_null));
+        assert_eq!(depth[SPARK_POINTS - 1], 3);
+        assert_eq!(queue["oldest_age_s"], 1);
+        assert_eq!(queue["listener"], "none");
+        assert_eq!(queue["transient"], true);
+    }
+}
