@@ -82,4 +82,20 @@ mod tests {
         assert!(asset(&segments("/admin/%2e%2e/secret")).is_none());
         assert!(asset(&segments("/images/logo.png")).is_none());
     }
+
+    #[test]
+    fn the_overview_is_json_and_other_api_paths_are_not_found() {
+        let (commands, _receiver) = tokio::sync::mpsc::channel(1);
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let config = super::super::SamplerConfig {
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let samples = super::super::sampler::spawn(config, &commands, shutdown);
+        let response = console(&segments("/admin/api/overview"), &samples);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let response = console(&segments("/admin/api/nothing"), &samples);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 }

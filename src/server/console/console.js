@@ -22,7 +22,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 const state = {
   overview: null,
-  events: [], // [id, event], ascending by id
+  events: [], // described trace events (describeEvent), ascending by id
   nextTrace: 0,
   paused: false,
   filter: null, // { caller, service } from a click on a map edge
@@ -134,8 +134,7 @@ function summarise(payload, isRequest) {
 function rpcs() {
   const byKey = new Map();
   const responseToRequest = new Map();
-  for (const [id, event] of state.events) {
-    const item = describeEvent(id, event);
+  for (const item of state.events) {
     let key;
     if (item.kind === "request") key = item.requestKey;
     else if (item.kind === "response") {
@@ -649,6 +648,10 @@ async function pollOverview() {
         drawHeader();
         timed("map", drawMap);
         timed("queues", drawQueues);
+      } else {
+        // No sample yet (or the sampler is off): only the chart, from the trace, is live.
+        $("status").textContent = "waiting for the first sample";
+        $("status").className = "";
       }
     } catch (error) {
       $("status").textContent = `switch unreachable (${error.message})`;
@@ -664,9 +667,10 @@ async function pollTrace() {
       const response = await fetch(`/trace/${state.nextTrace}/${TRACE_WAIT_S}`, { cache: "no-store" });
       if (!response.ok) throw new Error(`status ${response.status}`);
       const { events } = JSON.parse(await response.text());
-      for (const entry of events) {
-        state.events.push(entry);
-        state.nextTrace = Math.max(state.nextTrace, entry[0] + 1);
+      for (const [id, event] of events) {
+        // Described once, on arrival: redraws only group and draw.
+        state.events.push(describeEvent(id, event));
+        state.nextTrace = Math.max(state.nextTrace, id + 1);
       }
       if (state.events.length > TRACE_KEPT_MAX) state.events.splice(0, state.events.length - TRACE_KEPT_MAX);
       if (events.length > 0 && !state.paused) timed("msc", drawMsc);
@@ -686,6 +690,9 @@ function selectTab(id) {
     tab.tabIndex = selected ? 0 : -1;
     $(tab.getAttribute("aria-controls")).hidden = !selected;
   }
+  // The view is in the address, so that it can be bookmarked and survives a reload.
+  const hash = `#${id.slice(4)}`;
+  if (location.hash !== hash) history.replaceState(null, "", hash);
   // The map sizes itself to its panel, which has no width while hidden.
   if (id === "tab-map") timed("map", drawMap);
 }
@@ -714,6 +721,8 @@ function setUp() {
       next.focus();
     });
   });
+  const linked = tabs.find((tab) => `#${tab.id.slice(4)}` === location.hash);
+  if (linked) selectTab(linked.id);
   $("pause").addEventListener("click", () => setPaused(!state.paused));
   $("rpc-count").addEventListener("change", () => timed("msc", drawMsc));
   $("clear-filter").addEventListener("click", clearFilter);

@@ -17,7 +17,7 @@
 mod history;
 mod render;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,6 +73,12 @@ impl Samples {
     pub(crate) fn overview_json(&self) -> Vec<u8> {
         render::overview(&self.lock())
     }
+
+    fn lock(&self) -> MutexGuard<'_, History> {
+        // The history is plain data that each sample rewrites; a panic elsewhere cannot
+        // leave it in a state worse than losing the console.
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Starts the sampler on the current runtime (unless `config.interval` is zero) and returns
@@ -124,14 +130,6 @@ async fn run(
         // Do not hold a sender while idle: the driver ends when the switch's handles go.
         drop(commands);
         samples.lock().record(&inspection, &events);
-    }
-}
-
-impl Samples {
-    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
-        // The history is plain data; a panic elsewhere cannot leave it half-updated in a way
-        // that matters more than losing the console.
-        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
