@@ -678,3 +678,193 @@ fn the_console_stays_bounded_with_1000_queues_and_a_full_trace() {
         page.errors
     );
 }
+
+/// The overview endpoint over real HTTP, without a browser (so it runs everywhere): a
+/// served call and a call nobody serves show up as edges, queues and listeners.
+#[test]
+fn the_overview_endpoint_reports_edges_queues_and_listeners() {
+    let runtime = runtime();
+    let (switch, address) = start_switch(&runtime, Config::default());
+    start_service(&runtime, &address, "org.xen.alpha", "alpha-daemon");
+    let xapi = runtime
+        .block_on(Client::connect(
+            TcpConnector::new(&address),
+            client_config("xapi"),
+        ))
+        .unwrap();
+    call(&runtime, &xapi, "org.xen.alpha", "VM.start");
+    call(&runtime, &xapi, "org.xen.alpha", "fail");
+    runtime.block_on(async {
+        let mut raw = common::raw::tcp(&address).await;
+        raw.login("lonely").await;
+        assert_eq!(raw.get("/persistent/org.xen.nobody").await.status, 200);
+        let response = raw
+            .call("POST", "/request/org.xen.nobody/lonely", b"{}")
+            .await;
+        assert_eq!(response.status, 200);
+    });
+    settled_trace_events(&runtime, &switch);
+    let overview = common::wait_until("a sample with both edges", || {
+        let response = runtime.block_on(async {
+            let mut raw = common::raw::tcp(&address).await;
+            raw.get("/admin/api/overview").await
+        });
+        assert_eq!(response.status, 200);
+        assert!(response.head.contains("content-type: application/json"));
+        let value: Value = serde_json::from_slice(&response.body).unwrap();
+        let edges = value["edges"].as_array()?;
+        let answered = edges.iter().find(|e| e["service"] == "org.xen.alpha")?;
+        (edges.len() == 2 && answered["responses"] == 2).then_some(value)
+    });
+    let edge = |service: &str| {
+        overview["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["service"] == service)
+            .unwrap()
+            .clone()
+    };
+    let alpha = edge("org.xen.alpha");
+    assert_eq!(alpha["caller"], "xapi");
+    assert_eq!(alpha["calls"], 2);
+    assert_eq!(alpha["errors"], 1);
+    assert!(alpha["p50_ms"].as_f64().unwrap() >= 0.0);
+    assert!(alpha["p99_ms"].as_f64().unwrap() >= alpha["p50_ms"].as_f64().unwrap());
+    let nobody = edge("org.xen.nobody");
+    assert_eq!(nobody["caller"], "lonely");
+    assert_eq!(nobody["responses"], 0);
+    let queue = |name: &str| {
+        overview["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(queue("org.xen.alpha")["listener"], "alive");
+    assert_eq!(queue("org.xen.alpha")["server"], "alpha-daemon");
+    assert_eq!(queue("org.xen.nobody")["listener"], "none");
+    assert_eq!(queue("org.xen.nobody")["depth"], 1);
+    assert_eq!(overview["untracked"]["queues"], 0);
+}
+
+/// The screenshots in `docs/` (`console*.png`): a livelier workload than the tests' for 90 s,
+/// so that rates, latencies and sparklines have a shape. Not part of the suite (it takes
+/// two minutes); run with
+/// `cargo test --test console_browser -- --ignored docs_screenshots`, then copy
+/// `target/test-artifacts/docs-*.png` over `docs/console*.png`.
+#[test]
+#[ignore]
+fn docs_screenshots() {
+    if !chromium_available() {
+        return;
+    }
+    let runtime = runtime();
+    let (_switch, address) = start_switch(&runtime, Config::default());
+    for (queue, token, delay_ms) in [
+        ("org.xen.xapi.xenops.classic", "xenopsd-xc", 12),
+        ("org.xen.xapi.xenops.simulator", "xenopsd-simulator", 3),
+        ("org.xen.xapi.squeezed", "squeezed", 1),
+    ] {
+        let options = ServeOptions {
+            config: client_config(token),
+            ..ServeOptions::default()
+        };
+        runtime.spawn(serve(
+            TcpConnector::new(&address),
+            QueueName::from(queue),
+            options,
+            move |incoming: Incoming| async move {
+                let body = String::from_utf8_lossy(&incoming.payload).into_owned();
+                let jitter = u64::try_from(incoming.id.index % 7).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(delay_ms + jitter * delay_ms / 2)).await;
+                let reply = if body.contains("VM.migrate") && incoming.id.index % 5 == 0 {
+                    r#"{"result":null,"error":["VM_MIGRATE_FAILED"],"id":1}"#
+                } else {
+                    r#"{"result":"OpaqueRef:5a1c","error":null,"id":1}"#
+                };
+                bytes::Bytes::from(reply)
+            },
+        ));
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (token, calls) in [
+        (
+            "xapi",
+            vec![
+                ("org.xen.xapi.xenops.classic", "VM.start"),
+                ("org.xen.xapi.xenops.classic", "VM.migrate"),
+                ("org.xen.xapi.squeezed", "balance_memory"),
+            ],
+        ),
+        (
+            "xapi-nbd",
+            vec![("org.xen.xapi.xenops.simulator", "VBD.plug")],
+        ),
+    ] {
+        let client = runtime
+            .block_on(Client::connect(
+                TcpConnector::new(&address),
+                client_config(token),
+            ))
+            .unwrap();
+        workers.push(runtime.spawn(async move {
+            let mut n = 0u64;
+            while started.elapsed() < Duration::from_secs(90) {
+                let (queue, method) = calls[(n % calls.len() as u64) as usize];
+                let body =
+                    format!(r#"{{"method":"{method}","params":["OpaqueRef:{n}"],"id":{n}}}"#);
+                let _ = client
+                    .call(&QueueName::from(queue), body, Some(Duration::from_secs(10)))
+                    .await;
+                n += 1;
+                // Bursts every 20 s, so the sparklines have a shape.
+                let pause = if started.elapsed().as_secs() % 20 < 5 {
+                    20
+                } else {
+                    150
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }));
+    }
+    let storage = runtime
+        .block_on(Client::connect(
+            TcpConnector::new(&address),
+            client_config("xapi-storage"),
+        ))
+        .unwrap();
+    runtime.spawn(async move {
+        let queue = QueueName::from("org.xen.xapi.storage.nfs");
+        let _ = storage
+            .call(&queue, r#"{"method":"SR.scan","params":[],"id":1}"#, None)
+            .await;
+    });
+    for worker in workers {
+        runtime.block_on(worker).unwrap();
+    }
+    let browser = Browser::launch();
+    let mut page = Page::attach(&browser.page_websocket());
+    page.open_console(&address);
+    page.wait_for(
+        "the map",
+        "document.querySelectorAll('#map g.edge').length === 4",
+    );
+    page.screenshot("docs-map.png");
+    page.press("s");
+    page.evaluate("document.getElementById('rpc-count').value = '20'; document.getElementById('rpc-count').dispatchEvent(new Event('change')); true");
+    page.screenshot("docs-sequence.png");
+    page.press("q");
+    page.screenshot("docs-queues.png");
+    page.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+    );
+    page.press("m");
+    page.screenshot("docs-map-dark.png");
+    page.press("s");
+    page.screenshot("docs-sequence-dark.png");
+}

@@ -25,6 +25,7 @@ const state = {
   events: [], // described trace events (describeEvent), ascending by id
   nextTrace: 0,
   paused: false,
+  following: true, // the chart is scrolled to its newest arrows
   filter: null, // { caller, service } from a click on a map edge
   sort: { key: "name", dir: "asc" },
   // Render timings (ms) the browser test reads; the largest seen per view.
@@ -51,6 +52,14 @@ function svgText(parent, x, y, text, attributes) {
 
 function cut(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+// Names differ at their ends as often as at their starts (org.xen.xapi.xenops.classic,
+// org.xen.xapi.xenops.simulator): keep both, cut the middle.
+function cutMiddle(text, max) {
+  if (text.length <= max) return text;
+  const head = Math.ceil((max - 1) / 2);
+  return `${text.slice(0, head)}…${text.slice(text.length - (max - 1 - head))}`;
 }
 
 function age(seconds) {
@@ -221,6 +230,7 @@ function arrowOf(item) {
 
 function drawMsc() {
   const chart = $("msc");
+
   const count = Number($("rpc-count").value);
   const items = selectedItems(count);
   const participants = participantsOf(items);
@@ -252,7 +262,7 @@ function drawMsc() {
     const head = svg("g", { class: `head ${participant.kind}` }, chart);
     svg("title", {}, head).textContent = `${participant.kind} ${participant.name}`;
     svg("rect", { x: center - column / 2 + 6, y: 6, width: column - 12, height: 24, rx: participant.kind === "session" ? 12 : 3 }, head);
-    svgText(head, center, 22, cut(participant.name, 20), { "text-anchor": "middle" });
+    svgText(head, center, 22, cutMiddle(participant.name, 19), { "text-anchor": "middle" });
     svg("line", { class: "life", x1: center, y1: 30, x2: center, y2: height - 6 }, chart);
   });
   items.forEach((item, index) => {
@@ -278,6 +288,13 @@ function drawMsc() {
       }
     });
   });
+  followMsc();
+}
+
+// Shows the newest arrows (at the bottom) unless the operator scrolled up to read.
+function followMsc() {
+  const scroller = $("msc").parentElement;
+  if (state.following) scroller.scrollTop = scroller.scrollHeight;
 }
 
 function tooltip(item) {
@@ -385,7 +402,9 @@ function drawMap() {
   const nodeWidth = 230;
   const nodeHeight = 42;
   const gap = 18;
-  const width = Math.max(900, $("view-map").clientWidth - 4);
+  // From the window, not the panel: reading a laid-out size would force a layout of the
+  // whole page on every redraw.
+  const width = Math.max(900, window.innerWidth - 42);
   const rows = Math.max(model.callers.length, model.services.length, 1);
   const height = 44 + rows * (nodeHeight + gap);
   map.setAttribute("width", width);
@@ -467,7 +486,7 @@ function drawNode(map, at, width, height, kind, name, detail) {
   const group = svg("g", { class: `node ${kind}`, "data-node": name }, map);
   svg("title", {}, group).textContent = `${name}\n${detail}`;
   svg("rect", { x: at.x, y: at.y, width, height, rx: kind === "caller" ? 21 : 5 }, group);
-  svgText(group, at.x + 12, at.y + 17, cut(name, 30), { class: "name" });
+  svgText(group, at.x + 12, at.y + 17, cutMiddle(name, 32), { class: "name" });
   svgText(group, at.x + 12, at.y + 33, cut(detail, 34), { class: "detail" });
 }
 
@@ -693,8 +712,9 @@ function selectTab(id) {
   // The view is in the address, so that it can be bookmarked and survives a reload.
   const hash = `#${id.slice(4)}`;
   if (location.hash !== hash) history.replaceState(null, "", hash);
-  // The map sizes itself to its panel, which has no width while hidden.
+  // The window may have been resized while the map was hidden.
   if (id === "tab-map") timed("map", drawMap);
+  if (id === "tab-msc") followMsc();
 }
 
 function setPaused(paused) {
@@ -724,6 +744,12 @@ function setUp() {
   const linked = tabs.find((tab) => `#${tab.id.slice(4)}` === location.hash);
   if (linked) selectTab(linked.id);
   $("pause").addEventListener("click", () => setPaused(!state.paused));
+  const scroller = $("msc").parentElement;
+  scroller.addEventListener("scroll", () => {
+    if (scroller.clientHeight > 0) {
+      state.following = scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 30;
+    }
+  });
   $("rpc-count").addEventListener("change", () => timed("msc", drawMsc));
   $("clear-filter").addEventListener("click", clearFilter);
   $("detail-close").addEventListener("click", () => { $("detail").hidden = true; });
