@@ -183,6 +183,7 @@ const MSC_STYLE = `
   .head rect { fill: var(--node, #eef2fb); stroke: var(--line, #c9ced8); }
   .head.queue rect { fill: var(--node-svc, #eaf6ee); }
   .head text { font-weight: 600; }
+  .strip { fill: var(--panel, #ffffff); }
   .life { stroke: var(--line, #c9ced8); stroke-dasharray: 4 4; }
   .time { fill: var(--muted, #667085); font-variant-numeric: tabular-nums; }
   .arrow line { stroke-width: 1.6; }
@@ -265,6 +266,7 @@ function drawMsc() {
     svgText(head, center, 22, cutMiddle(participant.name, 19), { "text-anchor": "middle" });
     svg("line", { class: "life", x1: center, y1: 30, x2: center, y2: height - 6 }, chart);
   });
+  stickyHeads(chart, width);
   items.forEach((item, index) => {
     const y = top + index * row + row / 2;
     svgText(chart, 6, y + 4, timeOf(item.time), { class: "time" });
@@ -289,6 +291,17 @@ function drawMsc() {
     });
   });
   followMsc();
+}
+
+// Copies the participants' heads into the sticky strip above the chart.
+function stickyHeads(chart, width) {
+  const strip = $("msc-heads");
+  strip.replaceChildren();
+  strip.setAttribute("width", width);
+  strip.setAttribute("height", 34);
+  svg("style", {}, strip).textContent = MSC_STYLE;
+  svg("rect", { x: 0, y: 0, width, height: 34, class: "strip" }, strip);
+  for (const head of chart.querySelectorAll("g.head")) strip.appendChild(head.cloneNode(true));
 }
 
 // Shows the newest arrows (at the bottom) unless the operator scrolled up to read.
