@@ -509,11 +509,13 @@ fn the_console_draws_the_map_the_chart_and_the_queues_of_a_live_switch() {
         &format!("document.querySelectorAll('#msc g.arrow').length === {events}"),
     );
 
-    // A click on a map edge filters the chart to that caller and service.
+    // A map edge (here reached from the keyboard: focus, Enter) filters the chart to that
+    // caller and service.
     page.press("m");
     page.evaluate(
-        r#"document.querySelector('#map g.edge[data-service="org.xen.beta"]').dispatchEvent(new MouseEvent('click', { bubbles: true })) || true"#,
+        r#"document.querySelector('#map g.edge[data-service="org.xen.beta"]').focus(); document.activeElement.dataset.service"#,
     );
+    page.press("Enter");
     page.wait_for(
         "the filtered chart",
         r#"!document.getElementById('view-msc').hidden
@@ -535,7 +537,7 @@ fn the_console_draws_the_map_the_chart_and_the_queues_of_a_live_switch() {
     );
     assert!(!mscgen.contains("alpha"), "{mscgen}");
     let svg_ok = page.evaluate(
-        r#"(() => { const doc = new DOMParser().parseFromString(svgText_(), 'image/svg+xml');
+        r#"(() => { const doc = new DOMParser().parseFromString(svgDocument(), 'image/svg+xml');
                    return doc.getElementsByTagName('parsererror').length === 0
                      && doc.documentElement.localName === 'svg'
                      && doc.querySelectorAll('g.arrow').length > 0; })()"#,

@@ -377,7 +377,7 @@ function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }
 
-function svgText_() {
+function svgDocument() {
   const chart = $("msc").cloneNode(true);
   chart.setAttribute("xmlns", SVG_NS);
   return `<?xml version="1.0" encoding="UTF-8"?>\n${new XMLSerializer().serializeToString(chart)}\n`;
@@ -766,7 +766,7 @@ function setUp() {
   $("rpc-count").addEventListener("change", () => timed("msc", drawMsc));
   $("clear-filter").addEventListener("click", clearFilter);
   $("detail-close").addEventListener("click", () => { $("detail").hidden = true; });
-  $("download-svg").addEventListener("click", () => download("message-switch.svg", "image/svg+xml", svgText_()));
+  $("download-svg").addEventListener("click", () => download("message-switch.svg", "image/svg+xml", svgDocument()));
   $("download-mscgen").addEventListener("click", () => download("message-switch.msc", "text/plain", mscgenText()));
   $("queue-filter").addEventListener("input", () => timed("queues", drawQueues));
   for (const button of document.querySelectorAll("th button")) {
