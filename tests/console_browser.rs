@@ -350,6 +350,16 @@ fn start_service(runtime: &tokio::runtime::Runtime, address: &str, queue: &str, 
     ));
 }
 
+/// A logged-in RPC client with its reply queue.
+fn connect(runtime: &tokio::runtime::Runtime, address: &str, token: &str) -> Client<TcpConnector> {
+    runtime
+        .block_on(Client::connect(
+            TcpConnector::new(address),
+            client_config(token),
+        ))
+        .unwrap()
+}
+
 fn call(
     runtime: &tokio::runtime::Runtime,
     client: &Client<TcpConnector>,
@@ -372,22 +382,12 @@ fn the_console_draws_the_map_the_chart_and_the_queues_of_a_live_switch() {
     let (switch, address) = start_switch(&runtime, Config::default());
     start_service(&runtime, &address, "org.xen.alpha", "alpha-daemon");
     start_service(&runtime, &address, "org.xen.beta", "beta-daemon");
-    let xapi = runtime
-        .block_on(Client::connect(
-            TcpConnector::new(&address),
-            client_config("xapi"),
-        ))
-        .unwrap();
+    let xapi = connect(&runtime, &address, "xapi");
     call(&runtime, &xapi, "org.xen.alpha", "VM.start");
     call(&runtime, &xapi, "org.xen.alpha", "VM.migrate");
     call(&runtime, &xapi, "org.xen.beta", "fail");
     // A call nobody will ever answer: it waits on a queue without a listener.
-    let stuck = runtime
-        .block_on(Client::connect(
-            TcpConnector::new(&address),
-            client_config("stuck-caller"),
-        ))
-        .unwrap();
+    let stuck = connect(&runtime, &address, "stuck-caller");
     let waiting_call = {
         let stuck = stuck.clone();
         runtime.spawn(async move {
@@ -688,12 +688,7 @@ fn the_overview_endpoint_reports_edges_queues_and_listeners() {
     let runtime = runtime();
     let (switch, address) = start_switch(&runtime, Config::default());
     start_service(&runtime, &address, "org.xen.alpha", "alpha-daemon");
-    let xapi = runtime
-        .block_on(Client::connect(
-            TcpConnector::new(&address),
-            client_config("xapi"),
-        ))
-        .unwrap();
+    let xapi = connect(&runtime, &address, "xapi");
     call(&runtime, &xapi, "org.xen.alpha", "VM.start");
     call(&runtime, &xapi, "org.xen.alpha", "fail");
     runtime.block_on(async {
@@ -833,12 +828,7 @@ fn docs_screenshots() {
             }
         }));
     }
-    let storage = runtime
-        .block_on(Client::connect(
-            TcpConnector::new(&address),
-            client_config("xapi-storage"),
-        ))
-        .unwrap();
+    let storage = connect(&runtime, &address, "xapi-storage");
     runtime.spawn(async move {
         let queue = QueueName::from("org.xen.xapi.storage.nfs");
         let _ = storage
