@@ -404,7 +404,16 @@ fn the_console_draws_the_map_the_chart_and_the_queues_of_a_live_switch() {
 
     let browser = Browser::launch();
     let mut page = Page::attach(&browser.page_websocket());
+    // The page shows the browser's time zone; make it one that is not the machine's.
+    page.call(
+        "Emulation.setTimezoneOverride",
+        json!({ "timezoneId": "Asia/Tokyo" }),
+    );
     page.open_console(&address);
+    assert_eq!(
+        page.evaluate("document.getElementById('timezone').textContent"),
+        json!("times: Asia/Tokyo")
+    );
 
     // The service map: two callers, three services, and an edge per caller → service pair;
     // the one to the queue nobody serves stands out, as does the one with an error.
@@ -476,6 +485,17 @@ fn the_console_draws_the_map_the_chart_and_the_queues_of_a_live_switch() {
         &format!("document.querySelectorAll('#msc g.arrow').length === {events}"),
     );
     assert!(page.count("#msc g.head") >= 7, "a lifeline per participant");
+    // Times in Tokyo (UTC+9, no daylight saving), and in UTC after `t`.
+    let first_time = "document.querySelector('#msc text.time').textContent";
+    let hour = |text: Value| -> u32 { text.as_str().unwrap()[..2].parse().unwrap() };
+    let tokyo = hour(page.evaluate(first_time));
+    page.press("t");
+    assert_eq!(
+        page.evaluate("document.getElementById('timezone').textContent"),
+        json!("times: UTC")
+    );
+    let utc = hour(page.evaluate(first_time));
+    assert_eq!((utc + 9) % 24, tokyo);
     page.screenshot("console-sequence.png");
 
     // It follows a new call…

@@ -81,13 +81,27 @@ function ms(value) {
   return value < 10 ? `${value.toFixed(1)} ms` : `${Math.round(value).toLocaleString()} ms`;
 }
 
-// Times follow the browser's time zone (shown in the header), with milliseconds.
-const clock = new Intl.DateTimeFormat(undefined, {
-  hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false,
-});
+// Times follow the browser's time zone (named in the header); `t` or a click there switches
+// to UTC and back, to compare with logs kept in UTC.
+const LOCAL_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+function clockFor(timeZone) {
+  return new Intl.DateTimeFormat(undefined, {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23", timeZone,
+  });
+}
+
+let clock = clockFor(LOCAL_ZONE);
 
 function timeOf(seconds) {
   return clock.format(new Date(seconds * 1000));
+}
+
+function toggleZone() {
+  const zone = clock.resolvedOptions().timeZone === "UTC" && LOCAL_ZONE !== "UTC" ? LOCAL_ZONE : "UTC";
+  clock = clockFor(zone);
+  $("timezone").textContent = `times: ${zone}`;
+  timed("msc", drawMsc);
 }
 
 function timed(view, draw) {
@@ -742,7 +756,8 @@ function typing(target) {
 }
 
 function setUp() {
-  $("timezone").textContent = `times: ${Intl.DateTimeFormat().resolvedOptions().timeZone}`;
+  $("timezone").textContent = `times: ${LOCAL_ZONE}`;
+  $("timezone").addEventListener("click", toggleZone);
   const tabs = [...document.querySelectorAll('[role="tab"]')];
   tabs.forEach((tab, index) => {
     tab.addEventListener("click", () => selectTab(tab.id));
@@ -789,6 +804,7 @@ function setUp() {
     const tab = tabs.find((t) => t.dataset.key === key.key);
     if (tab) selectTab(tab.id);
     else if (key.key === "p") setPaused(!state.paused);
+    else if (key.key === "t") toggleZone();
     else if (key.key === "/") {
       key.preventDefault();
       selectTab("tab-queues");
