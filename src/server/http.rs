@@ -152,7 +152,7 @@ async fn dispatch(
     request: Request,
 ) -> Response<Full<Bytes>> {
     match request {
-        Request::Web(segments) => web::console(&segments),
+        Request::Web(segments) => web::console(&segments, &shared.samples),
         Request::Metrics => metrics_page(shared).await,
         Request::Health => health(shared),
         request => ask_engine(shared, connection, request).await,

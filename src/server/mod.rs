@@ -14,9 +14,11 @@ mod driver;
 mod durable;
 mod http;
 mod metrics;
+mod sampler;
 mod web;
 
 pub use metrics::Histogram;
+pub use sampler::SamplerConfig;
 
 use std::future::Future;
 use std::io;
@@ -57,6 +59,8 @@ pub struct Config {
     /// Journal tuning, used by [`Switch::open_dir`] (and by whoever opens a store for
     /// [`Switch::start_durable`]).
     pub journal: store::Options,
+    /// The console's sampler (`/admin/api/overview`).
+    pub sampler: SamplerConfig,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             metrics_queues_max: 100,
             start_time: None,
             journal: store::Options::default(),
+            sampler: SamplerConfig::default(),
         }
     }
 }
@@ -123,6 +128,8 @@ pub(crate) struct Shared {
     sync_latency: Option<Arc<Histogram>>,
     /// The journal's counters, when the switch is durable.
     journal_stats: Option<StatsHandle>,
+    /// What the console's sampler has gathered.
+    samples: sampler::Samples,
 }
 
 impl Switch {
@@ -196,6 +203,7 @@ impl Switch {
             durability,
         );
         tokio::spawn(driver.run());
+        let samples = sampler::spawn(config.sampler.clone(), &commands, shutdown.clone());
         Switch {
             shared: Arc::new(Shared {
                 config,
@@ -208,6 +216,7 @@ impl Switch {
                 http_metrics: metrics::HttpMetrics::default(),
                 sync_latency,
                 journal_stats,
+                samples,
             }),
         }
     }

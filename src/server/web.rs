@@ -1,5 +1,6 @@
 //! The operator surfaces the shell answers itself: the embedded web console (`/admin` and
-//! the reference's `/js/…`, `/css/…` paths), `GET /metrics` and `GET /health`.
+//! the reference's `/js/…`, `/css/…` paths) with its data (`/admin/api/overview`, from the
+//! sampler), `GET /metrics` and `GET /health`.
 //!
 //! The console's files are compiled into the binary, so it works offline and whatever the
 //! working directory; a path is looked up in a fixed table, never on the file system, so
@@ -9,6 +10,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
+
+use super::sampler::Samples;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const CONSOLE_JS: &str = include_str!("console/console.js");
@@ -28,8 +31,11 @@ pub(crate) fn asset(segments: &[String]) -> Option<(&'static str, &'static str)>
     }
 }
 
-/// The response for a console path: the file, or 404.
-pub(crate) fn console(segments: &[String]) -> Response<Full<Bytes>> {
+/// The response for a console path: the sampler's overview, a file, or 404.
+pub(crate) fn console(segments: &[String], samples: &Samples) -> Response<Full<Bytes>> {
+    if segments == ["admin", "api", "overview"] {
+        return typed(StatusCode::OK, samples.overview_json(), "application/json");
+    }
     match asset(segments) {
         Some((body, content_type)) => typed(StatusCode::OK, body.to_owned(), content_type),
         None => typed(
@@ -44,10 +50,10 @@ pub(crate) fn console(segments: &[String]) -> Response<Full<Bytes>> {
 /// reference's; browsers and Prometheus want one).
 pub(crate) fn typed(
     status: StatusCode,
-    body: String,
+    body: impl Into<Bytes>,
     content_type: &'static str,
 ) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -75,5 +81,21 @@ mod tests {
         assert!(asset(&segments("/admin/../../etc/passwd")).is_none());
         assert!(asset(&segments("/admin/%2e%2e/secret")).is_none());
         assert!(asset(&segments("/images/logo.png")).is_none());
+    }
+
+    #[test]
+    fn the_overview_is_json_and_other_api_paths_are_not_found() {
+        let (commands, _receiver) = tokio::sync::mpsc::channel(1);
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let config = super::super::SamplerConfig {
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let samples = super::super::sampler::spawn(config, &commands, shutdown);
+        let response = console(&segments("/admin/api/overview"), &samples);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let response = console(&segments("/admin/api/nothing"), &samples);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 }
