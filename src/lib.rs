@@ -1,6 +1,7 @@
 //! message-switch-rs: a wire-compatible reimplementation of the XenServer / XCP-ng
 //! message-switch.
 
+pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod protocol;

@@ -12,114 +12,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
 
+use message_switch::cli::message_cli::{Action, Cli};
 use message_switch::client::{
     self, default_token, format, CallOptions, Client, ClientConfig, Connection, Connector,
     Incoming, ServeOptions, TcpConnector, UnixConnector,
 };
-use message_switch::protocol::{numbers, MessageId, QueueName};
-
-/// Interact with a message switch.
-#[derive(Debug, Parser)]
-#[command(name = "message-cli", version, propagate_version = true)]
-struct Cli {
-    /// TCP address of the switch.
-    #[arg(
-        long,
-        global = true,
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:8080"
-    )]
-    addr: String,
-
-    /// Connect to the switch's Unix socket at SOCK instead of --addr.
-    #[arg(long, global = true, value_name = "SOCK")]
-    path: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// List the queues that have a listener (every queue with --all), one per line.
-    List {
-        /// Only list queues whose name starts with PREFIX.
-        #[arg(long, value_name = "PREFIX", default_value = "")]
-        prefix: String,
-        /// List every queue, even those no process has listened on.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Perform a remote procedure call and print the reply.
-    ///
-    /// The request body comes from --body, from --file, or else from standard input (one
-    /// trailing newline is dropped, as the original did). If QUEUE does not exist it is
-    /// created, so the call waits for the service to start.
-    Call {
-        /// The service to call.
-        queue: String,
-        /// The request body.
-        #[arg(long, value_name = "BODY", conflicts_with = "file")]
-        body: Option<String>,
-        /// Read the request body from FILE.
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// Give up after this many seconds (fractions allowed) without a reply.
-        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-        timeout: Option<Duration>,
-        /// Fail if QUEUE does not exist instead of creating it.
-        #[arg(long)]
-        no_create: bool,
-    },
-    /// Answer remote procedure calls sent to QUEUE until interrupted.
-    ///
-    /// With --program, PROGRAM is run by `/bin/sh -c` once per request, with the request body
-    /// on its standard input; its standard output (minus one trailing newline) is the reply.
-    /// Without it, each request is printed and the reply is read from the terminal, up to a
-    /// line holding a single ".".
-    Serve {
-        /// The service name (queue) to serve.
-        queue: String,
-        /// The command that computes each reply.
-        #[arg(long, value_name = "PROGRAM")]
-        program: Option<String>,
-        /// How many requests may be handled at once (in arrival order when 1).
-        #[arg(long, value_name = "N", default_value = "1")]
-        concurrency: NonZeroUsize,
-    },
-    /// Dump the switch's state: services, queued requests and waiting callers.
-    Diagnostics {
-        /// Print payloads in full instead of cutting them at 70 bytes.
-        #[arg(short, long)]
-        verbose: bool,
-    },
-    /// Display the most recent trace events captured by the switch.
-    Tail {
-        /// Keep waiting for new events and print them as they come.
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Display the most recent trace events in mscgen input format.
-    Mscgen,
-    /// Acknowledge a message, removing it from its queue.
-    Ack {
-        /// The queue holding the message.
-        queue: String,
-        /// The message's number within the queue.
-        #[arg(value_parser = parse_message_number)]
-        id: i64,
-    },
-    /// Destroy a queue, with all the messages in it.
-    Destroy {
-        /// The queue to destroy.
-        queue: String,
-    },
-    /// Ask the switch to shut down cleanly.
-    Shutdown,
-}
+use message_switch::protocol::{MessageId, QueueName};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -155,25 +56,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.path {
         Some(path) => {
             let endpoint = path.display().to_string();
-            execute(UnixConnector::new(path), &endpoint, cli.command).await
+            execute(UnixConnector::new(path), &endpoint, cli.action).await
         }
-        None => execute(TcpConnector::new(cli.addr.as_str()), &cli.addr, cli.command).await,
+        None => execute(TcpConnector::new(cli.addr.as_str()), &cli.addr, cli.action).await,
     }
 }
 
-async fn execute<C: Connector>(
-    connector: C,
-    endpoint: &str,
-    command: Command,
-) -> anyhow::Result<()> {
+async fn execute<C: Connector>(connector: C, endpoint: &str, action: Action) -> anyhow::Result<()> {
     let explain = |error: client::Error| match error {
         client::Error::Unreachable(io) => {
             anyhow!("cannot connect to the message switch at {endpoint}: {io}")
         }
         other => anyhow::Error::new(other),
     };
-    match command {
-        Command::Call {
+    match action {
+        Action::Call {
             queue,
             body,
             file,
@@ -198,35 +95,35 @@ async fn execute<C: Connector>(
             stdout.flush()?;
             Ok(())
         }
-        Command::Serve {
+        Action::Serve {
             queue,
             program,
             concurrency,
         } => serve(connector, queue, program, concurrency)
             .await
             .map_err(explain),
-        command => {
+        action => {
             let mut connection = Connection::open(&connector, &Default::default())
                 .await
                 .map_err(explain)?;
             connection.login(&default_token()).await.map_err(explain)?;
-            one_shot(&mut connection, command).await.map_err(explain)
+            one_shot(&mut connection, action).await.map_err(explain)
         }
     }
 }
 
 /// The commands that are one or a few requests on one connection.
-async fn one_shot(connection: &mut Connection, command: Command) -> Result<(), client::Error> {
-    match command {
-        Command::List { prefix, all } => {
+async fn one_shot(connection: &mut Connection, action: Action) -> Result<(), client::Error> {
+    match action {
+        Action::List { prefix, all } => {
             let names = connection.list(&QueueName::from(prefix), !all).await?;
             print(&format::list(&names));
         }
-        Command::Diagnostics { verbose } => {
+        Action::Diagnostics { verbose } => {
             let diagnostics = connection.diagnostics().await?;
             print(&format::diagnostics(&diagnostics, verbose));
         }
-        Command::Tail { follow } => {
+        Action::Tail { follow } => {
             // The original polls `/trace/0/5` even without --follow, which makes a quiet
             // switch take 5 s to print nothing; without --follow we do not wait.
             let wait = if follow {
@@ -245,18 +142,18 @@ async fn one_shot(connection: &mut Connection, command: Command) -> Result<(), c
                 from = format::next_trace_from(&events, from);
             }
         }
-        Command::Mscgen => {
+        Action::Mscgen => {
             let events = connection.trace(0, Duration::ZERO).await?;
             print(&format::mscgen(&events));
         }
-        Command::Ack { queue, id } => {
+        Action::Ack { queue, id } => {
             connection
                 .ack(&MessageId::new(QueueName::from(queue), id))
                 .await?;
         }
-        Command::Destroy { queue } => connection.destroy(&QueueName::from(queue)).await?,
-        Command::Shutdown => connection.shutdown().await?,
-        Command::Call { .. } | Command::Serve { .. } => {
+        Action::Destroy { queue } => connection.destroy(&QueueName::from(queue)).await?,
+        Action::Shutdown => connection.shutdown().await?,
+        Action::Call { .. } | Action::Serve { .. } => {
             unreachable!("call and serve are handled by execute")
         }
     }
@@ -402,15 +299,4 @@ fn print(text: &str) {
     // A closed stdout (e.g. `| head`) is not an error worth reporting.
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("not a number of seconds: {text}"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a valid duration: {text}"))
-}
-
-fn parse_message_number(text: &str) -> Result<i64, String> {
-    numbers::parse_int64(text).ok_or_else(|| format!("not a message number: {text}"))
 }

@@ -2,162 +2,14 @@
 //! `--path` adds (or, alone, replaces it with) a Unix socket, as the original does.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use message_switch::engine;
+use message_switch::cli::switch::Args;
 use message_switch::server::{bind_unix, Config, Switch};
-use message_switch::store;
-
-/// The message switch: a store-and-forward broker for RPC between toolstack services.
-#[derive(Parser, Debug)]
-#[command(name = "message-switch", version, about, long_about = None)]
-struct Args {
-    /// TCP address to listen on (repeatable). Default: 127.0.0.1:8080, unless only --path
-    /// is given.
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Vec<SocketAddr>,
-
-    /// Unix socket to listen on. A stale socket file is replaced.
-    #[arg(long, value_name = "SOCK")]
-    path: Option<PathBuf>,
-
-    /// Permissions of the Unix socket file, in octal.
-    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_octal_mode)]
-    socket_mode: u32,
-
-    /// Write the process id to this file (truncated first) and remove it on exit.
-    #[arg(long, value_name = "FILE")]
-    pidfile: Option<PathBuf>,
-
-    /// Most events the trace keeps.
-    #[arg(long, value_name = "N", default_value_t = engine::Config::default().trace_entries_max)]
-    trace_entries: usize,
-
-    /// Most bytes the trace keeps.
-    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().trace_bytes_max)]
-    trace_bytes_max: usize,
-
-    /// Strings in traced payloads of at least this many bytes are cut.
-    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().trace_truncate_bytes)]
-    trace_truncate: usize,
-
-    /// Largest request body accepted.
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().body_bytes_max)]
-    body_bytes_max: usize,
-
-    /// Longest queue name or session token.
-    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().name_bytes_max)]
-    name_bytes_max: usize,
-
-    /// Most payload bytes in one Transfer reply (it always holds at least one message; the
-    /// client continues from `next`).
-    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().transfer_reply_bytes_max)]
-    transfer_reply_bytes_max: usize,
-
-    /// Most distinct session tokens one connection may log in with.
-    #[arg(long, value_name = "N", default_value_t = engine::Config::default().logins_per_connection_max)]
-    logins_per_connection_max: usize,
-
-    /// Most queues at once.
-    #[arg(long, value_name = "N", default_value_t = engine::Config::default().queues_max)]
-    queues_max: usize,
-
-    /// Most messages in one queue.
-    #[arg(long, value_name = "N", default_value_t = engine::Config::default().queue_messages_max)]
-    queue_messages_max: usize,
-
-    /// Most payload bytes stored in all queues together.
-    #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().stored_bytes_max)]
-    stored_bytes_max: usize,
-
-    /// Longest Transfer or Trace wait a client may ask for, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = engine::Config::default().wait_timeout_max.as_secs_f64())]
-    wait_timeout_max: f64,
-
-    /// Most connections open at once.
-    #[arg(long, value_name = "N", default_value_t = Config::default().connections_max)]
-    connections_max: usize,
-
-    /// Most queues given their own series in /metrics (the deepest ones).
-    #[arg(long, value_name = "N", default_value_t = Config::default().metrics_queues_max)]
-    metrics_queues_max: usize,
-
-    /// Threads that run connections and the engine: 1 is a single-threaded runtime (the
-    /// original is single-threaded too, and the switch is mostly idle between requests).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: u16,
-
-    /// Keep queues and messages in this directory (created if missing), so that they survive
-    /// restarts and crashes: a 200 reply to a change then means it is on disk.
-    #[arg(long, value_name = "DIR")]
-    statedir: Option<PathBuf>,
-
-    /// With --statedir: if the journal or snapshot is corrupt, keep every intact record
-    /// instead of refusing to start (damaged files are kept with a .salvaged suffix).
-    #[arg(long, requires = "statedir")]
-    salvage: bool,
-
-    /// With --statedir: compact (replace the journal by a snapshot) once the journal holds at
-    /// least this many bytes…
-    #[arg(long, value_name = "BYTES", default_value_t = store::Options::default().compaction_bytes_min)]
-    compaction_bytes_min: u64,
-
-    /// …and at least this many times the size of the last snapshot.
-    #[arg(long, value_name = "RATIO", default_value_t = store::Options::default().compaction_ratio)]
-    compaction_ratio: f64,
-}
-
-fn parse_octal_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| format!("not an octal file mode: {text}"))
-}
-
-impl Args {
-    fn config(&self) -> Result<Config> {
-        if !(self.wait_timeout_max.is_finite() && self.wait_timeout_max >= 0.0) {
-            bail!("--wait-timeout-max must be a non-negative number of seconds");
-        }
-        if !(self.compaction_ratio.is_finite() && self.compaction_ratio >= 0.0) {
-            bail!("--compaction-ratio must be a non-negative number");
-        }
-        // The journal stores lengths in 32 bits.
-        if self.statedir.is_some() && self.body_bytes_max >= u32::MAX as usize {
-            bail!("--body-bytes-max must be below 4 GiB with --statedir");
-        }
-        Ok(Config {
-            engine: engine::Config {
-                name_bytes_max: self.name_bytes_max,
-                queues_max: self.queues_max,
-                queue_messages_max: self.queue_messages_max,
-                stored_bytes_max: self.stored_bytes_max,
-                wait_timeout_max: Duration::from_secs_f64(self.wait_timeout_max),
-                trace_entries_max: self.trace_entries,
-                trace_bytes_max: self.trace_bytes_max,
-                trace_truncate_bytes: self.trace_truncate,
-                transfer_reply_bytes_max: self.transfer_reply_bytes_max,
-                logins_per_connection_max: self.logins_per_connection_max,
-            },
-            body_bytes_max: self.body_bytes_max,
-            connections_max: self.connections_max,
-            metrics_queues_max: self.metrics_queues_max,
-            journal: store::Options {
-                compaction_bytes_min: self.compaction_bytes_min,
-                compaction_ratio: self.compaction_ratio,
-                salvage: self.salvage,
-                ..store::Options::default()
-            },
-            ..Config::default()
-        })
-    }
-}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -167,7 +19,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = args.config()?;
+    let config = args.config().map_err(anyhow::Error::msg)?;
     runtime(args.threads)?.block_on(run(args, config))
 }
 
