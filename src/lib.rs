@@ -3,7 +3,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod engine;
+pub mod logs;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod systemd;

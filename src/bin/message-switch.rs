@@ -1,26 +1,45 @@
 //! `message-switch`: the broker. With no flags it serves HTTP/1.1 on TCP 127.0.0.1:8080;
 //! `--path` adds (or, alone, replaces it with) a Unix socket, as the original does.
+//! `--config FILE` reads the options from the original's config file; under systemd it
+//! reports readiness and serves the sockets systemd passes (`message_switch::systemd`).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
-use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tokio::net::{TcpListener, UnixListener};
 
 use message_switch::cli::switch::Args;
 use message_switch::server::{bind_unix, Config, Switch};
+use message_switch::systemd::activation::{self, Passed};
+use message_switch::systemd::notify::{self, Notifier, Readiness};
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+/// How often the status line for `systemctl status` is refreshed (sent only when changed).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+fn main() -> ExitCode {
+    message_switch::logs::init("info", true);
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("message-switch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything that can fail before a listener or the state is opened is checked here first:
+/// the command line, the config file, the passed sockets and the notify socket.
+fn start() -> Result<()> {
+    let args = Args::from_argv(std::env::args_os().collect())?;
     let config = args.config().map_err(anyhow::Error::msg)?;
-    runtime(args.threads)?.block_on(run(args, config))
+    let passed = activation::passed_listeners()?;
+    let readiness = Readiness::new(
+        Notifier::from_env().context("cannot use the service manager's NOTIFY_SOCKET")?,
+    );
+    runtime(args.threads)?.block_on(run(args, config, passed, readiness))
 }
 
 /// A current-thread runtime for one thread (no wake-ups cross threads), else a
@@ -39,7 +58,7 @@ fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn run(args: Args, config: Config) -> Result<()> {
+async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readiness) -> Result<()> {
     let switch = match &args.statedir {
         Some(dir) => {
             let (switch, report) = Switch::open_dir(config, dir)
@@ -55,38 +74,27 @@ async fn run(args: Args, config: Config) -> Result<()> {
         }
         None => Switch::start(config),
     };
-    let mut tcp = args.listen.clone();
-    if tcp.is_empty() && args.path.is_none() {
-        tcp.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
-    }
-    for address in tcp {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))?;
-        eprintln!("listening on tcp {}", listener.local_addr()?);
-        switch.serve(listener);
-    }
-    if let Some(path) = &args.path {
-        let listener = bind_unix(path, args.socket_mode)
-            .await
-            .with_context(|| format!("cannot listen on {}", path.display()))?;
-        eprintln!("listening on unix {}", path.display());
-        switch.serve(listener);
-    }
+    let bound_path = listen(&switch, &args, passed).await?;
     if let Some(pidfile) = &args.pidfile {
         std::fs::write(pidfile, std::process::id().to_string())
             .with_context(|| format!("cannot write the pid file {}", pidfile.display()))?;
     }
+    // Every listener is listening (connections queue in its backlog from now on) and
+    // recovery is over: the service is ready.
+    readiness.ready(&notify::status_line(&switch).await);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     tokio::select! {
-        _ = switch.stopped() => {}
+        _ = switch.stopping() => {}
+        _ = notify::report_status(switch.clone(), &readiness, STATUS_EVERY) => {}
         _ = terminate.recv() => switch.shutdown(),
         _ = tokio::signal::ctrl_c() => switch.shutdown(),
     }
+    switch.stopping().await;
+    readiness.stopping();
     switch.stopped().await;
     let journal = switch.close_journal().await;
-    if let Some(path) = &args.path {
+    if let Some(path) = bound_path {
         let _ = std::fs::remove_file(path);
     }
     if let Some(pidfile) = &args.pidfile {
@@ -97,4 +105,66 @@ async fn run(args: Args, config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the passed sockets, then binds what the options ask for and was not passed: a
+/// passed socket at the `--path` file, or at a `--listen` address, stands for it. With no
+/// listener asked for and none passed, TCP 127.0.0.1:8080. Returns the Unix socket path
+/// this process bound (its file is removed on exit; a passed one belongs to systemd).
+async fn listen<'a>(
+    switch: &Switch,
+    args: &'a Args,
+    passed: Vec<Passed>,
+) -> Result<Option<&'a Path>> {
+    let mut path = args.path.as_deref();
+    let mut tcp = args.listen.clone();
+    if tcp.is_empty() && path.is_none() && passed.is_empty() {
+        tcp.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+    for socket in passed {
+        match socket {
+            Passed::Unix { listener, name } => {
+                if path.is_some_and(|path| activation::is_bound_to(&listener, path)) {
+                    path = None;
+                }
+                let address = listener.local_addr().context("a passed Unix socket")?;
+                listener.set_nonblocking(true)?;
+                let listener = UnixListener::from_std(listener)?;
+                match address.as_pathname() {
+                    Some(bound) => eprintln!(
+                        "listening on unix {} (passed as {})",
+                        bound.display(),
+                        name.as_deref().unwrap_or("unnamed")
+                    ),
+                    None => eprintln!("listening on an unnamed unix socket (passed)"),
+                }
+                switch.serve(listener);
+            }
+            Passed::Tcp { listener, name } => {
+                let address = listener.local_addr().context("a passed TCP socket")?;
+                tcp.retain(|wanted| *wanted != address);
+                listener.set_nonblocking(true)?;
+                switch.serve(TcpListener::from_std(listener)?);
+                eprintln!(
+                    "listening on tcp {address} (passed as {})",
+                    name.as_deref().unwrap_or("unnamed")
+                );
+            }
+        }
+    }
+    for address in tcp {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        eprintln!("listening on tcp {}", listener.local_addr()?);
+        switch.serve(listener);
+    }
+    if let Some(path) = path {
+        let listener = bind_unix(path, args.socket_mode)
+            .await
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        eprintln!("listening on unix {}", path.display());
+        switch.serve(listener);
+    }
+    Ok(path)
 }

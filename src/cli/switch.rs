@@ -20,10 +20,20 @@ pub fn command() -> clap::Command {
     Args::command()
 }
 
+/// The id of the `--config` option, for [`crate::config::merge`].
+pub const CONFIG_ID: &str = "config";
+
 /// The message switch: a store-and-forward broker for RPC between toolstack services.
 #[derive(Parser, Debug)]
 #[command(name = "message-switch", version, about, long_about = None)]
 pub struct Args {
+    /// Read options from FILE: the original's s-expression record, e.g.
+    /// ((path /var/run/message-switch/sock) (pidfile ())), in which every long option below
+    /// is also a field, e.g. (listen (127.0.0.1:8080)) or (queues-max 5000). An option given
+    /// on the command line overrides the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// TCP address to listen on (repeatable). Default: 127.0.0.1:8080, unless only --path
     /// is given.
     #[arg(long, value_name = "HOST:PORT")]
@@ -119,14 +129,15 @@ pub struct Args {
     pub compaction_ratio: f64,
 }
 
-fn parse_octal_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| format!("not an octal file mode: {text}"))
-}
-
 impl Args {
+    /// Parses the command line `argv` (program name first) completed by the config file it
+    /// names, if any: clap's own errors (and `--help`, `--version`) exit the process as
+    /// `Args::parse` does; a bad config file is returned as an error.
+    pub fn from_argv(argv: Vec<std::ffi::OsString>) -> Result<Args, crate::config::ConfigError> {
+        let argv = crate::config::merge(&command(), CONFIG_ID, argv)?;
+        Ok(Args::parse_from(argv))
+    }
+
     /// The server configuration these options describe, or why they are inconsistent.
     pub fn config(&self) -> Result<Config, String> {
         if !(self.wait_timeout_max.is_finite() && self.wait_timeout_max >= 0.0) {
@@ -164,4 +175,11 @@ impl Args {
             ..Config::default()
         })
     }
+}
+
+fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("not an octal file mode: {text}"))
 }

@@ -257,6 +257,13 @@ impl Switch {
         *self.shared.shutdown.borrow()
     }
 
+    /// Resolves as soon as a shutdown has begun (`POST /shutdown` or [`Switch::shutdown`]),
+    /// before connections drain: the moment to tell a service manager that the switch stops.
+    pub async fn stopping(&self) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
+    }
+
     /// Resolves once a shutdown has begun and every connection has closed, or the drain
     /// timeout has passed since the shutdown began.
     pub async fn stopped(&self) {

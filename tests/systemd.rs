@@ -1,0 +1,364 @@
+//! `message-switch` under a (fake) service manager: readiness and status notifications on a
+//! `NOTIFY_SOCKET` bound by the test, sockets passed the way systemd passes them (fd 3,
+//! `LISTEN_FDS`, `LISTEN_PID` of the switch itself), and plain-text logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use command_fds::{CommandFdExt, FdMapping};
+
+use common::{wait_until, DEADLINE};
+
+const SWITCH: &str = env!("CARGO_BIN_EXE_message-switch");
+
+/// Two pipelined requests: a session, then `POST /shutdown` (which needs one).
+const LOGIN_AND_SHUTDOWN: &[u8] = b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n\
+    POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n";
+
+/// A switch process, killed when dropped, with its stderr lines.
+struct Switch {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Switch {
+    fn spawn(command: &mut Command) -> Switch {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("message-switch starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (lines, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Switch {
+            child,
+            stderr: receiver,
+        }
+    }
+
+    /// The next stderr line that starts with `prefix` (failing after the deadline).
+    fn line_starting(&self, prefix: &str) -> String {
+        self.line_where(prefix, |line| line.starts_with(prefix))
+    }
+
+    /// The next stderr line that contains `text` (failing after the deadline).
+    fn line_containing(&self, text: &str) -> String {
+        self.line_where(text, |line| line.contains(text))
+    }
+
+    fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("message-switch logs a line with {what:?}"));
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit and returns whether it succeeded, with the rest of stderr.
+    fn wait(&mut self) -> (bool, Vec<String>) {
+        let success = wait_until("message-switch exits", || {
+            self.child
+                .try_wait()
+                .expect("try_wait")
+                .map(|s| s.success())
+        });
+        (success, self.stderr.try_iter().collect())
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fake service manager's notification socket.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
+        NotifySocket { socket, path }
+    }
+
+    /// The next notification (failing after the deadline).
+    fn next(&self) -> String {
+        let mut buffer = [0; 4096];
+        let length = self
+            .socket
+            .recv(&mut buffer)
+            .expect("a notification arrives");
+        String::from_utf8(buffer[..length].to_vec()).expect("UTF-8")
+    }
+
+    /// Notifications until one holds `line` as a line; returns that one.
+    fn until(&self, line: &str) -> String {
+        loop {
+            let state = self.next();
+            if state.lines().any(|l| l == line) {
+                return state;
+            }
+        }
+    }
+}
+
+fn switch_with_notify(dir: &Path, notify: &NotifySocket) -> (Switch, PathBuf) {
+    let socket = dir.join("sock");
+    let switch = Switch::spawn(
+        Command::new(SWITCH)
+            .arg("--path")
+            .arg(&socket)
+            .env("NOTIFY_SOCKET", &notify.path),
+    );
+    (switch, socket)
+}
+
+#[test]
+fn ready_only_once_the_socket_accepts_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify = NotifySocket::bind(dir.path());
+    let (mut switch, socket) = switch_with_notify(dir.path(), &notify);
+    let first = notify.next();
+    assert!(first.starts_with("READY=1\n"), "{first:?}");
+    assert_eq!(
+        first.lines().nth(1),
+        Some("STATUS=queues: 0, messages: 0, connections: 0")
+    );
+    // Checked after READY=1 arrived: the socket was accepting before it was sent.
+    let mut stream = UnixStream::connect(&socket).expect("the socket accepts after READY=1");
+    stream
+        .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .expect("write");
+    let mut reply = [0; 12];
+    stream.read_exact(&mut reply).expect("a reply");
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    // The status follows what the switch holds.
+    let status = notify.until("STATUS=queues: 0, messages: 0, connections: 1");
+    assert!(!status.contains("READY"));
+    drop(stream);
+    switch.terminate();
+    let stopping = notify.until("STOPPING=1");
+    assert!(stopping.contains("STATUS=stopping"), "{stopping:?}");
+    let (success, _) = switch.wait();
+    assert!(success, "a graceful stop exits 0");
+}
+
+#[test]
+fn stopping_on_post_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify = NotifySocket::bind(dir.path());
+    let (mut switch, socket) = switch_with_notify(dir.path(), &notify);
+    notify.until("READY=1");
+    let mut stream = UnixStream::connect(&socket).expect("connect");
+    stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
+    notify.until("STOPPING=1");
+    let (success, _) = switch.wait();
+    assert!(success);
+}
+
+#[test]
+fn an_unreachable_notify_socket_is_logged_not_fatal() {
+    // The switch serves its clients whatever the service manager hears.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("sock");
+    let mut switch = Switch::spawn(
+        Command::new(SWITCH)
+            .arg("--path")
+            .arg(&socket)
+            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens")),
+    );
+    let warning = switch.line_containing("cannot notify the service manager");
+    assert!(
+        warning.contains(" WARN message_switch::systemd::notify: "),
+        "{warning:?}"
+    );
+    UnixStream::connect(&socket).expect("the switch serves anyway");
+    switch.terminate();
+    assert!(switch.wait().0);
+}
+
+/// Starts the switch as systemd would with `fd` as fd 3: `LISTEN_PID` must be the
+/// switch's own pid, which only the child knows, so a shell sets it and `exec`s the switch
+/// (the pid stays the same across `exec`).
+fn activated(fd: OwnedFd, args: &[&std::ffi::OsStr], notify: Option<&Path>) -> Switch {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$@\"")
+        .arg("sh")
+        .arg(SWITCH)
+        .args(args)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "message-switch.socket")
+        .fd_mappings(vec![FdMapping {
+            parent_fd: fd,
+            child_fd: 3,
+        }])
+        .expect("fd 3 is free");
+    if let Some(notify) = notify {
+        command.env("NOTIFY_SOCKET", notify);
+    }
+    Switch::spawn(&mut command)
+}
+
+#[test]
+fn a_client_of_the_passed_socket_connected_before_the_start_gets_its_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    // The client connects and sends its request while no switch runs: it waits in the
+    // socket's backlog, as with systemd holding the socket across a restart.
+    let mut early = UnixStream::connect(&path).expect("connect to the held socket");
+    early
+        .write_all(b"GET /login/early HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .expect("write");
+    early.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let notify = NotifySocket::bind(dir.path());
+    // The switch is told the same path: the passed socket stands for it, nothing is bound.
+    let mut switch = activated(
+        OwnedFd::from(listener),
+        &["--path".as_ref(), path.as_os_str()],
+        Some(&notify.path),
+    );
+    let mut reply = [0; 12];
+    early
+        .read_exact(&mut reply)
+        .expect("the early client's answer");
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        switch.line_starting("listening on unix "),
+        format!(
+            "listening on unix {} (passed as message-switch.socket)",
+            path.display()
+        )
+    );
+    notify.until("READY=1");
+    drop(early);
+    switch.terminate();
+    let (success, rest) = switch.wait();
+    assert!(success);
+    assert!(
+        !rest.iter().any(|line| line.starts_with("listening on")),
+        "nothing else was bound: {rest:?}"
+    );
+    // The socket file belongs to the service manager: it stays.
+    assert!(path.exists(), "the passed socket's file is left in place");
+}
+
+#[test]
+fn a_passed_tcp_socket_replaces_the_default_listener() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let mut early = std::net::TcpStream::connect(address).expect("connect");
+    early
+        .write_all(b"GET /login/early HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .expect("write");
+    early.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut switch = activated(OwnedFd::from(listener), &[], None);
+    let mut reply = [0; 12];
+    early
+        .read_exact(&mut reply)
+        .expect("the early client's answer");
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        switch.line_starting("listening on "),
+        format!("listening on tcp {address} (passed as message-switch.socket)")
+    );
+    switch.terminate();
+    let (success, rest) = switch.wait();
+    assert!(success);
+    assert!(
+        !rest.iter().any(|line| line.starts_with("listening on")),
+        "the default 127.0.0.1:8080 is not bound when sockets are passed: {rest:?}"
+    );
+}
+
+#[test]
+fn sockets_meant_for_another_process_are_ignored() {
+    // LISTEN_PID names the parent (this test), as when the variables leak to a child.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("sock");
+    let mut switch = Switch::spawn(
+        Command::new(SWITCH)
+            .arg("--path")
+            .arg(&socket)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_PID", std::process::id().to_string()),
+    );
+    assert_eq!(
+        switch.line_starting("listening on "),
+        format!("listening on unix {}", socket.display())
+    );
+    switch.terminate();
+    assert!(switch.wait().0);
+    assert!(
+        !socket.exists(),
+        "a socket the switch bound is removed on exit"
+    );
+}
+
+#[test]
+fn logs_written_to_a_file_are_plain_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    let socket = dir.path().join("sock");
+    let mut child = Command::new(SWITCH)
+        .arg("--path")
+        .arg(&socket)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("message-switch starts");
+    let mut stream = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
+    stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
+    let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
+    let shutting_down = text
+        .lines()
+        .find(|line| line.contains("shutting down"))
+        .expect("the shutdown is logged");
+    assert!(
+        shutting_down.contains(" INFO message_switch::server::driver: shutting down"),
+        "level and target on the line: {shutting_down:?}"
+    );
+}
