@@ -49,7 +49,14 @@ mkdir -p "$stage"
 for binary in message-switch message-cli; do
     strip --strip-debug -o "$stage/$binary" "$release/$binary"
 done
-"$release/message-switch-assets" "$stage"
+# The man pages' date: SOURCE_DATE_EPOCH (reproducible builds) if set, else the date of the
+# last commit, so that the same source gives the same pages.
+if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%F)
+else
+    date=$(git log -1 --format=%cs 2>/dev/null || date -u +%F)
+fi
+"$release/message-switch-assets" --date "$date" "$stage"
 # Man pages are installed compressed (Debian policy; rpmbuild would do the same). -n keeps
 # the output reproducible (no name or time stamp in the header).
 gzip -9nf "$stage"/man/*.8
