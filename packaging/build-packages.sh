@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the packages of message-switch-rs into target/packages/:
-#   message-switch-rs_VERSION-1_ARCH.deb   (cargo deb,          [package.metadata.deb])
-#   message-switch-rs-VERSION-1.ARCH.rpm   (cargo generate-rpm, [package.metadata.generate-rpm])
+#   message-switch-rs_VERSION-1_ARCH.deb   (cargo deb, [package.metadata.deb] in Cargo.toml)
+#   message-switch-rs-VERSION-1.ARCH.rpm   (rpmbuild, packaging/message-switch-rs.spec)
 #
 # usage: packaging/build-packages.sh [deb] [rpm]      (no argument: both)
 #
 # Both are made from the same staged files in target/packages/stage/: the release binaries
 # (stripped copies; target/release keeps its debug info for profiling), the man pages and
 # the shell completions written by `message-switch-assets` from the clap definitions.
-# cargo-deb and cargo-generate-rpm are installed with `cargo install --locked` if missing.
+# cargo-deb is installed with `cargo install --locked` if missing; the RPM needs rpmbuild
+# (Debian: apt-get install rpm; Fedora/CentOS: rpm-build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,20 +24,21 @@ for format in "${formats[@]}"; do
     esac
 done
 
-# The cargo subcommand that builds one format.
-tool_of() {
-    case "$1" in
-        deb) echo cargo-deb ;;
-        rpm) echo cargo-generate-rpm ;;
-    esac
-}
-
 for format in "${formats[@]}"; do
-    tool=$(tool_of "$format")
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "== installing $tool"
-        cargo install --locked "$tool"
-    fi
+    case "$format" in
+        deb)
+            if ! command -v cargo-deb >/dev/null 2>&1; then
+                echo "== installing cargo-deb"
+                cargo install --locked cargo-deb
+            fi
+            ;;
+        rpm)
+            if ! command -v rpmbuild >/dev/null 2>&1; then
+                echo "build-packages.sh: the RPM needs rpmbuild (apt-get install rpm, or dnf install rpm-build)" >&2
+                exit 1
+            fi
+            ;;
+    esac
 done
 
 echo "== release build"
@@ -68,8 +70,20 @@ for format in "${formats[@]}"; do
             cargo deb --no-build --no-strip --output target/packages/
             ;;
         rpm)
-            echo "== cargo generate-rpm"
-            cargo generate-rpm --output target/packages/
+            echo "== rpmbuild"
+            version=$(cargo metadata --no-deps --format-version 1 --offline |
+                sed -n 's/.*"name":"message-switch","version":"\([^"]*\)".*/\1/p')
+            top="$PWD/target/packages/rpmbuild"
+            rm -rf "$top"
+            rpmbuild -bb --quiet \
+                --define "_topdir $top" \
+                --define "_rpmdir $PWD/target/packages" \
+                --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+                --define "version $version" \
+                --define "repo $PWD" \
+                --define "stage $PWD/$stage" \
+                packaging/message-switch-rs.spec
+            rm -rf "$top"
             ;;
     esac
 done

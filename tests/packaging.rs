@@ -2,7 +2,7 @@
 //!
 //! Always run: the systemd units' key lines, the shipped config file starting the switch
 //! through the unit's own `ExecStart` line, and the man pages and completions covering every
-//! option. Ignored (slow: a release build and two packagers): the packages built by
+//! option. Ignored (slow: a release build): the packages built by
 //! `packaging/build-packages.sh`, their file lists, conffiles, man pages, units and
 //! `ExecStart`. `.ci/run` runs it:
 //!
@@ -10,8 +10,9 @@
 //! cargo test --test packaging -- --ignored
 //! ```
 //!
-//! That test needs `dpkg-deb`, `man` (Debian's man-db), `rpm` and `systemd-analyze`, and
-//! fails with a message naming whichever is missing.
+//! That test needs `dpkg-deb` and `dpkg-shlibdeps` (dpkg-dev), `man` (Debian's man-db),
+//! `rpmbuild` (Debian's rpm) and `systemd-analyze`, and fails with a message naming
+//! whichever is missing.
 
 mod common;
 
@@ -404,6 +405,13 @@ fn the_packages_install_a_working_switch() {
         fields,
         "Package: message-switch-rs\nProvides: message-switch\n"
     );
+    let postinst = std::fs::read_to_string(control.path().join("postinst")).expect("postinst");
+    for unit in ["message-switch.service", "message-switch.socket"] {
+        assert!(
+            postinst.contains(&format!("deb-systemd-helper enable {unit}")),
+            "postinst enables {unit}:\n{postinst}"
+        );
+    }
 
     let root = tempfile::tempdir().expect("temporary directory");
     let root = root.path();
@@ -424,26 +432,42 @@ fn the_packages_install_a_working_switch() {
             .expect("the installed unit");
     serve_through_exec_start(&service, in_root, &in_root("/usr/sbin/message-cli"));
 
-    // The RPM: the same files, the config file marked noreplace, the original replaced.
-    let listing = stdout(&run("rpm", &["-qlp", &rpm]));
-    for file in INSTALLED
-        .iter()
-        .chain(&["usr/share/zsh/site-functions/_message-cli"])
-    {
-        assert!(
-            listing.contains(&format!("/{file}\n")),
-            "the .rpm installs /{file}:\n{listing}"
-        );
-    }
-    let config = stdout(&run(
+    // The RPM: the same files as the .deb (two sources: Cargo.toml and the spec file), the
+    // config file marked noreplace, the original replaced, the units handled.
+    let deb_files: BTreeSet<String> = listing
+        .lines()
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().last())
+        .map(|file| {
+            file.trim_start_matches('.')
+                .replace("/zsh/vendor-completions/", "/zsh/site-functions/")
+        })
+        .filter(|file| file != "/usr/share/doc/message-switch-rs/copyright")
+        .collect();
+    let rpm_files = stdout(&run(
         "rpm",
-        &["-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", &rpm],
+        &[
+            "-qp",
+            "--qf",
+            "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+            &rpm,
+        ],
     ));
+    let rpm_regular: BTreeSet<String> = rpm_files
+        .lines()
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().last())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        rpm_regular, deb_files,
+        "the .rpm and the .deb install the same files"
+    );
     assert!(
-        config
+        rpm_files
             .lines()
-            .any(|line| line == "cn /etc/message-switch.conf"),
-        "%config(noreplace) /etc/message-switch.conf:\n{config}"
+            .any(|line| line == "-rw-r--r-- cn /etc/message-switch.conf"),
+        "%config(noreplace) /etc/message-switch.conf:\n{rpm_files}"
     );
     let provides = stdout(&run("rpm", &["-qp", "--provides", &rpm]));
     assert!(
@@ -456,6 +480,12 @@ fn the_packages_install_a_working_switch() {
             .lines()
             .any(|line| line.trim() == "message-switch"),
         "{obsoletes}"
+    );
+    let scripts = stdout(&run("rpm", &["-qp", "--scripts", &rpm]));
+    assert!(
+        scripts
+            .contains("systemctl --no-reload preset message-switch.socket message-switch.service"),
+        "{scripts}"
     );
 }
 
@@ -482,12 +512,10 @@ fn check_man_pages(root: &Path) {
             "",
             "man -l {name}.8 warns"
         );
-        assert!(text.contains("NAME"), "{text}");
-        assert!(
-            text.contains(&format!("{name} -")) || text.contains(&format!("{name} \u{2010}")),
-            "{text}"
-        );
-        assert!(text.contains("--path"), "{text}");
+        // Justified text: compare words.
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains(&format!("NAME {name} - ")), "{text}");
+        assert!(words.contains("--path <SOCK>"), "{text}");
     }
 }
 
