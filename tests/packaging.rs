@@ -11,16 +11,18 @@
 //! ```
 //!
 //! That test needs `dpkg-deb` and `dpkg-shlibdeps` (dpkg-dev), `man` (Debian's man-db),
-//! `rpmbuild` (Debian's rpm) and `systemd-analyze`, and fails with a message naming
-//! whichever is missing.
+//! `rpmbuild` (Debian's rpm), `systemd-analyze` and `systemd-socket-activate` (systemd),
+//! and fails with a message naming whichever is missing.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 
 use message_switch::cli;
 
@@ -134,13 +136,30 @@ fn the_units_exec_start_serves_with_the_shipped_config() {
         SERVICE,
         binaries,
         Path::new(env!("CARGO_BIN_EXE_message-cli")),
+        Start::Alone,
     );
+}
+
+/// How [`serve_through_exec_start`] starts the switch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// As the service alone: the switch binds its socket itself, and removes it on exit.
+    Alone,
+    /// As with message-switch.socket: `systemd-socket-activate` binds the socket, and starts
+    /// the switch with it (`LISTEN_FDS`) when the first client connects; the socket file
+    /// belongs to the activator and stays.
+    SocketActivated,
 }
 
 /// Runs the unit's `ExecStart` line (its paths mapped by `map`) with `--path` pointing into
 /// a temporary directory, and checks that `message-cli` gets answers from it and that it
 /// stops cleanly.
-fn serve_through_exec_start(unit: &str, map: impl Fn(&str) -> PathBuf, message_cli: &Path) {
+fn serve_through_exec_start(
+    unit: &str,
+    map: impl Fn(&str) -> PathBuf,
+    message_cli: &Path,
+    start: Start,
+) {
     let exec_start = unit_value(unit, "Service", "ExecStart");
     let mut words = exec_start.split_whitespace();
     let program = map(words.next().expect("ExecStart names a program"));
@@ -155,7 +174,20 @@ fn serve_through_exec_start(unit: &str, map: impl Fn(&str) -> PathBuf, message_c
         .collect();
     let dir = tempfile::tempdir().expect("temporary directory");
     let socket = dir.path().join("sock");
-    let mut switch = Command::new(&program)
+    let mut command = match start {
+        Start::Alone => Command::new(&program),
+        Start::SocketActivated => {
+            let mut command = Command::new("systemd-socket-activate");
+            command
+                .arg("--listen")
+                .arg(&socket)
+                .arg("--fdname=message-switch")
+                .arg("--")
+                .arg(&program);
+            command
+        }
+    };
+    let switch = command
         .args(&args)
         .arg("--path")
         .arg(&socket)
@@ -164,16 +196,31 @@ fn serve_through_exec_start(unit: &str, map: impl Fn(&str) -> PathBuf, message_c
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("the switch starts");
-    let _kill = KillOnDrop(switch.id());
-    wait_until("the switch accepts on its socket", || {
-        if let Some(status) = switch.try_wait().expect("try_wait") {
-            panic!("{exec_start} --path {} exited: {status}", socket.display());
-        }
-        UnixStream::connect(&socket).ok()
-    });
+        .unwrap_or_else(|error| panic!("cannot start {exec_start} ({start:?}): {error}"));
+    let mut switch = Running(switch);
+    let stderr = lines_of(&mut switch.0);
+    match start {
+        Start::Alone => wait_until("the switch accepts", || {
+            if let Some(status) = switch.0.try_wait().expect("try_wait") {
+                panic!("{exec_start} --path {} exited: {status}", socket.display());
+            }
+            UnixStream::connect(&socket).ok()
+        })
+        .shutdown(std::net::Shutdown::Both)
+        .expect("close the probe"),
+        // The first client's connection is what starts the switch: let message-cli's be the
+        // first, once the activator listens.
+        Start::SocketActivated => loop {
+            let line = stderr
+                .recv_timeout(common::DEADLINE)
+                .expect("systemd-socket-activate reports its socket");
+            if line.starts_with("Listening on") {
+                break;
+            }
+        },
+    }
     let cli = |args: &[&str]| {
         let output = Command::new(message_cli)
             .arg("--path")
@@ -189,24 +236,43 @@ fn serve_through_exec_start(unit: &str, map: impl Fn(&str) -> PathBuf, message_c
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    cli(&["list"]);
     assert!(cli(&["diagnostics"]).contains("Switch started"));
+    cli(&["list"]);
     cli(&["shutdown"]);
-    let status = wait_until("the switch exits", || switch.try_wait().expect("try_wait"));
+    let status = wait_until("the switch exits", || {
+        switch.0.try_wait().expect("try_wait")
+    });
     assert!(status.success(), "the switch stopped with {status}");
+    assert_eq!(
+        socket.exists(),
+        start == Start::SocketActivated,
+        "only a socket the switch bound itself is removed on exit"
+    );
 }
 
-/// Kills a process that a failing test left running.
-struct KillOnDrop(u32);
+/// The lines `child` writes to its piped stderr, read by a thread so that the pipe never
+/// fills.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // The test may have stopped listening; the pipe is still drained.
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}
 
-impl Drop for KillOnDrop {
+/// A child process, killed if a failing test leaves it running.
+struct Running(Child);
+
+impl Drop for Running {
     fn drop(&mut self) {
-        // The process may have exited already; then kill reports an error we do not need.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(self.0.to_string())
-            .stderr(Stdio::null())
-            .status();
+        // Fails harmlessly if the process has exited and been waited for already.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -430,7 +496,9 @@ fn the_packages_install_a_working_switch() {
     let service =
         std::fs::read_to_string(in_root("/usr/lib/systemd/system/message-switch.service"))
             .expect("the installed unit");
-    serve_through_exec_start(&service, in_root, &in_root("/usr/sbin/message-cli"));
+    let message_cli = in_root("/usr/sbin/message-cli");
+    serve_through_exec_start(&service, in_root, &message_cli, Start::Alone);
+    serve_through_exec_start(&service, in_root, &message_cli, Start::SocketActivated);
 
     // The RPM: the same files as the .deb (two sources: Cargo.toml and the spec file), the
     // config file marked noreplace, the original replaced, the units handled.
