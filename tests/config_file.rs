@@ -4,82 +4,39 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
-use common::{wait_until, DEADLINE};
+use common::process::Spawned;
+use common::wait_until;
 use message_switch::protocol::QueueName;
 
 const SWITCH: &str = env!("CARGO_BIN_EXE_message-switch");
 
-/// A switch process, killed when dropped, with its stderr lines.
-struct Running {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(config: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(SWITCH)
+/// `message-switch --config CONFIG ARGS…`, running.
+fn start(config: &Path, args: &[&str]) -> Spawned {
+    Spawned::start(
+        Command::new(SWITCH)
             .arg("--config")
             .arg(config)
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("message-switch starts");
-        let stderr = child.stderr.take().expect("piped");
-        let (lines, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            stderr: receiver,
-        }
-    }
-
-    /// The stderr lines up to and including the one reporting the Unix listener.
-    fn lines_until_unix_listener(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(DEADLINE)
-                .expect("the switch reports its Unix listener");
-            let done = line.starts_with("listening on unix ");
-            lines.push(line);
-            if done {
-                return lines;
-            }
-        }
-    }
-
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let status = wait_until("the switch exits", || self.child.try_wait().expect("wait"));
-        assert!(status.success());
-    }
+            .env("RUST_LOG", "warn"),
+    )
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends SIGTERM and checks the switch stops cleanly.
+fn stop(mut switch: Spawned) {
+    switch.terminate();
+    assert!(switch.wait().0, "a clean exit");
+}
+
+/// Runs `future` to completion on a fresh single-threaded runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 fn write(dir: &Path, text: &str) -> PathBuf {
@@ -97,26 +54,22 @@ fn the_original_file_listens_only_on_its_unix_socket() {
         "; /etc/message-switch.conf\n((path {})\n (pidfile ())\n (configfile ())\n (statedir ()))\n",
         socket.display()
     );
-    let mut switch = Running::start(&write(dir.path(), &text), &[]);
-    let lines = switch.lines_until_unix_listener();
+    let switch = start(&write(dir.path(), &text), &[]);
+    let lines = switch.lines_through("listening on unix ");
     assert_eq!(
         lines,
         vec![format!("listening on unix {}", socket.display())],
         "no TCP listener"
     );
-    let names = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let mut connection = common::connect(&socket).await;
-            connection
-                .list(&QueueName::from(""), false)
-                .await
-                .expect("list")
-        });
+    let names = block_on(async {
+        let mut connection = common::connect(&socket).await;
+        connection
+            .list(&QueueName::from(""), false)
+            .await
+            .expect("list")
+    });
     assert!(names.is_empty());
-    switch.terminate();
+    stop(switch);
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
@@ -139,8 +92,8 @@ fn every_option_is_a_field_and_every_field_applies() {
         pidfile.display(),
         statedir.display()
     );
-    let mut switch = Running::start(&write(dir.path(), &text), &[]);
-    let lines = switch.lines_until_unix_listener();
+    let switch = start(&write(dir.path(), &text), &[]);
+    let lines = switch.lines_through("listening on unix ");
     assert!(
         lines
             .iter()
@@ -148,8 +101,11 @@ fn every_option_is_a_field_and_every_field_applies() {
         "{lines:?}"
     );
     assert!(statedir.is_dir(), "the state directory is used");
+    // The file is created empty, then written: wait for the number.
     let pid = wait_until("the pid file is written", || {
-        std::fs::read_to_string(&pidfile).ok()
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|pid| !pid.is_empty())
     });
     assert_eq!(pid, switch.child.id().to_string());
     {
@@ -160,22 +116,18 @@ fn every_option_is_a_field_and_every_field_applies() {
             .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
-    let second = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let mut connection = common::connect(&socket).await;
-            connection
-                .create_persistent(&QueueName::from("first"))
-                .await
-                .expect("one queue is allowed");
-            connection
-                .create_persistent(&QueueName::from("second"))
-                .await
-        });
+    let second = block_on(async {
+        let mut connection = common::connect(&socket).await;
+        connection
+            .create_persistent(&QueueName::from("first"))
+            .await
+            .expect("one queue is allowed");
+        connection
+            .create_persistent(&QueueName::from("second"))
+            .await
+    });
     assert!(second.is_err(), "queues-max 1 applies: {second:?}");
-    switch.terminate();
+    stop(switch);
     assert!(!pidfile.exists(), "the pid file is removed on exit");
 }
 
@@ -186,25 +138,21 @@ fn the_command_line_overrides_the_file() {
     let from_cli = dir.path().join("cli-sock");
     let text = format!("((path {}) (queues-max 0))", from_file.display());
     let cli = from_cli.to_str().expect("UTF-8 path");
-    let mut switch = Running::start(
+    let switch = start(
         &write(dir.path(), &text),
         &["--path", cli, "--queues-max", "5"],
     );
     assert_eq!(
-        switch.lines_until_unix_listener(),
+        switch.lines_through("listening on unix "),
         vec![format!("listening on unix {cli}")]
     );
     assert!(!from_file.exists());
-    let created = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let mut connection = common::connect(&from_cli).await;
-            connection.create_persistent(&QueueName::from("q")).await
-        });
+    let created = block_on(async {
+        let mut connection = common::connect(&from_cli).await;
+        connection.create_persistent(&QueueName::from("q")).await
+    });
     assert!(created.is_ok(), "--queues-max 5 wins over the file's 0");
-    switch.terminate();
+    stop(switch);
 }
 
 #[test]

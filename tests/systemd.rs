@@ -4,16 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 
 use command_fds::{CommandFdExt, FdMapping};
 
+use common::process::Spawned;
 use common::{wait_until, DEADLINE};
 
 const SWITCH: &str = env!("CARGO_BIN_EXE_message-switch");
@@ -21,85 +21,6 @@ const SWITCH: &str = env!("CARGO_BIN_EXE_message-switch");
 /// Two pipelined requests: a session, then `POST /shutdown` (which needs one).
 const LOGIN_AND_SHUTDOWN: &[u8] = b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n\
     POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n";
-
-/// A switch process, killed when dropped, with its stderr lines.
-struct Switch {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Switch {
-    fn spawn(command: &mut Command) -> Switch {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("message-switch starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (lines, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Switch {
-            child,
-            stderr: receiver,
-        }
-    }
-
-    /// The next stderr line that starts with `prefix` (failing after the deadline).
-    fn line_starting(&self, prefix: &str) -> String {
-        self.line_where(prefix, |line| line.starts_with(prefix))
-    }
-
-    /// The next stderr line that contains `text` (failing after the deadline).
-    fn line_containing(&self, text: &str) -> String {
-        self.line_where(text, |line| line.contains(text))
-    }
-
-    fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(DEADLINE)
-                .unwrap_or_else(|_| panic!("message-switch logs a line with {what:?}"));
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// Waits for the exit and returns whether it succeeded, with the rest of stderr.
-    fn wait(&mut self) -> (bool, Vec<String>) {
-        let success = wait_until("message-switch exits", || {
-            self.child
-                .try_wait()
-                .expect("try_wait")
-                .map(|s| s.success())
-        });
-        (success, self.stderr.try_iter().collect())
-    }
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A fake service manager's notification socket.
 struct NotifySocket {
@@ -138,9 +59,9 @@ impl NotifySocket {
     }
 }
 
-fn switch_with_notify(dir: &Path, notify: &NotifySocket) -> (Switch, PathBuf) {
+fn switch_with_notify(dir: &Path, notify: &NotifySocket) -> (Spawned, PathBuf) {
     let socket = dir.join("sock");
-    let switch = Switch::spawn(
+    let switch = Spawned::start(
         Command::new(SWITCH)
             .arg("--path")
             .arg(&socket)
@@ -197,7 +118,7 @@ fn an_unreachable_notify_socket_is_logged_not_fatal() {
     // The switch serves its clients whatever the service manager hears.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Switch::spawn(
+    let mut switch = Spawned::start(
         Command::new(SWITCH)
             .arg("--path")
             .arg(&socket)
@@ -216,7 +137,7 @@ fn an_unreachable_notify_socket_is_logged_not_fatal() {
 /// Starts the switch as systemd would with `fd` as fd 3: `LISTEN_PID` must be the
 /// switch's own pid, which only the child knows, so a shell sets it and `exec`s the switch
 /// (the pid stays the same across `exec`).
-fn activated(fd: OwnedFd, args: &[&std::ffi::OsStr], notify: Option<&Path>) -> Switch {
+fn activated(fd: OwnedFd, args: &[&std::ffi::OsStr], notify: Option<&Path>) -> Spawned {
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
@@ -234,7 +155,7 @@ fn activated(fd: OwnedFd, args: &[&std::ffi::OsStr], notify: Option<&Path>) -> S
     if let Some(notify) = notify {
         command.env("NOTIFY_SOCKET", notify);
     }
-    Switch::spawn(&mut command)
+    Spawned::start(&mut command)
 }
 
 #[test]
@@ -314,7 +235,7 @@ fn sockets_meant_for_another_process_are_ignored() {
     // LISTEN_PID names the parent (this test), as when the variables leak to a child.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Switch::spawn(
+    let mut switch = Spawned::start(
         Command::new(SWITCH)
             .arg("--path")
             .arg(&socket)
@@ -334,31 +255,50 @@ fn sockets_meant_for_another_process_are_ignored() {
 }
 
 #[test]
-fn logs_written_to_a_file_are_plain_lines() {
+fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let socket = dir.path().join("sock");
     let mut child = Command::new(SWITCH)
         .arg("--path")
         .arg(&socket)
-        .env("RUST_LOG", "debug")
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("message-switch starts");
-    let mut stream = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
+    // Routine client behaviour: one leaves cleanly, one hangs up in the middle of a request.
+    let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
+    clean
+        .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .expect("write");
+    let mut reply = [0; 12];
+    clean.read_exact(&mut reply).expect("a reply");
+    drop(clean);
+    let mut abrupt = UnixStream::connect(&socket).expect("connect");
+    abrupt
+        .write_all(b"POST /request/q/r HTTP/1.1\r\ncontent-length: 100\r\n\r\nhalf")
+        .expect("write");
+    drop(abrupt);
+    let mut stream = UnixStream::connect(&socket).expect("connect");
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
     assert!(status.success());
     let text = std::fs::read_to_string(&log).expect("the log");
     assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
-    let shutting_down = text
+    let events: Vec<&str> = text
         .lines()
-        .find(|line| line.contains("shutting down"))
-        .expect("the shutdown is logged");
+        .filter(|line| !line.starts_with("listening on "))
+        .collect();
+    // Only the shutdown is worth a line at the default level, each with level and target.
+    assert_eq!(events.len(), 2, "{text}");
     assert!(
-        shutting_down.contains(" INFO message_switch::server::driver: shutting down"),
-        "level and target on the line: {shutting_down:?}"
+        events[0].ends_with(" INFO message_switch::server::driver: shutting down"),
+        "{text}"
+    );
+    assert!(
+        events[1].ends_with(" INFO message_switch: stopped"),
+        "{text}"
     );
 }

@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
 
-use message_switch::cli::message_cli::{Action, Cli};
+use message_switch::cli::message_cli::{Action, Cli, Endpoint, DEFAULT_PATH};
 use message_switch::client::{
     self, default_token, format, CallOptions, Client, ClientConfig, Connection, Connector,
     Incoming, ServeOptions, TcpConnector, UnixConnector,
@@ -24,15 +24,7 @@ use message_switch::protocol::{MessageId, QueueName};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    message_switch::logs::init(cli.log_filter(), false);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,20 +45,68 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.path {
-        Some(path) => {
-            let endpoint = path.display().to_string();
-            execute(UnixConnector::new(path), &endpoint, cli.action).await
+    let (endpoint, skipped) = cli.endpoint(|name| std::env::var_os(name), Path::new(DEFAULT_PATH));
+    let tried = Tried {
+        endpoint: endpoint.to_string(),
+        skipped,
+    };
+    let action = cli.action;
+    match endpoint {
+        Endpoint::Unix(path) => {
+            execute(UnixConnector::new(path), &tried, cli.verbose, action).await
         }
-        None => execute(TcpConnector::new(cli.addr.as_str()), &cli.addr, cli.action).await,
+        Endpoint::Tcp(addr) => {
+            execute(
+                TcpConnector::new(addr.as_str()),
+                &tried,
+                cli.verbose,
+                action,
+            )
+            .await
+        }
     }
 }
 
-async fn execute<C: Connector>(connector: C, endpoint: &str, action: Action) -> anyhow::Result<()> {
-    let explain = |error: client::Error| match error {
-        client::Error::Unreachable(io) => {
-            anyhow!("cannot connect to the message switch at {endpoint}: {io}")
+/// What `message-cli` tried to reach, for the error when it cannot.
+struct Tried {
+    endpoint: String,
+    /// The default socket passed over on the way, if any.
+    skipped: Option<String>,
+}
+
+impl Tried {
+    /// "cannot connect to the message switch at /var/run/message-switch/sock (No such file
+    /// or directory)", plus what was passed over on the way.
+    fn explain(&self, error: &std::io::Error) -> anyhow::Error {
+        let mut reason = error.to_string();
+        if let Some(code) = error.raw_os_error() {
+            // The OS error's text without its " (os error N)" suffix, which says nothing more.
+            let suffix = format!(" (os error {code})");
+            if let Some(text) = reason.strip_suffix(&suffix) {
+                reason = text.to_owned();
+            }
         }
+        match &self.skipped {
+            Some(skipped) => anyhow!(
+                "cannot connect to the message switch at {} ({reason}; {skipped})",
+                self.endpoint
+            ),
+            None => anyhow!(
+                "cannot connect to the message switch at {} ({reason})",
+                self.endpoint
+            ),
+        }
+    }
+}
+
+async fn execute<C: Connector>(
+    connector: C,
+    tried: &Tried,
+    verbose: bool,
+    action: Action,
+) -> anyhow::Result<()> {
+    let explain = |error: client::Error| match error {
+        client::Error::Unreachable(io) => tried.explain(&io),
         other => anyhow::Error::new(other),
     };
     match action {
@@ -107,19 +147,27 @@ async fn execute<C: Connector>(connector: C, endpoint: &str, action: Action) -> 
                 .await
                 .map_err(explain)?;
             connection.login(&default_token()).await.map_err(explain)?;
-            one_shot(&mut connection, action).await.map_err(explain)
+            one_shot(&mut connection, action, verbose)
+                .await
+                .map_err(explain)
         }
     }
 }
 
 /// The commands that are one or a few requests on one connection.
-async fn one_shot(connection: &mut Connection, action: Action) -> Result<(), client::Error> {
+/// The commands that are one or a few requests on one connection; `verbose` prints
+/// diagnostics payloads in full.
+async fn one_shot(
+    connection: &mut Connection,
+    action: Action,
+    verbose: bool,
+) -> Result<(), client::Error> {
     match action {
         Action::List { prefix, all } => {
             let names = connection.list(&QueueName::from(prefix), !all).await?;
             print(&format::list(&names));
         }
-        Action::Diagnostics { verbose } => {
+        Action::Diagnostics => {
             let diagnostics = connection.diagnostics().await?;
             print(&format::diagnostics(&diagnostics, verbose));
         }

@@ -59,6 +59,11 @@ fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
 }
 
 async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readiness) -> Result<()> {
+    // Handle the signals before anything is announced: a SIGTERM sent as soon as the
+    // listeners are reported must stop the switch gracefully, not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let switch = match &args.statedir {
         Some(dir) => {
             let (switch, report) = Switch::open_dir(config, dir)
@@ -82,13 +87,11 @@ async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readine
     // Every listener is listening (connections queue in its backlog from now on) and
     // recovery is over: the service is ready.
     readiness.ready(&notify::status_line(&switch).await);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
     tokio::select! {
         _ = switch.stopping() => {}
         _ = notify::report_status(switch.clone(), &readiness, STATUS_EVERY) => {}
         _ = terminate.recv() => switch.shutdown(),
-        _ = tokio::signal::ctrl_c() => switch.shutdown(),
+        _ = interrupt.recv() => switch.shutdown(),
     }
     switch.stopping().await;
     readiness.stopping();
@@ -107,50 +110,22 @@ async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readine
     Ok(())
 }
 
-/// Serves the passed sockets, then binds what the options ask for and was not passed: a
-/// passed socket at the `--path` file, or at a `--listen` address, stands for it. With no
-/// listener asked for and none passed, TCP 127.0.0.1:8080. Returns the Unix socket path
-/// this process bound (its file is removed on exit; a passed one belongs to systemd).
+/// Serves the passed sockets, then binds what the options ask for and was not passed
+/// ([`activation::still_to_bind`]). With no listener asked for and none passed, TCP
+/// 127.0.0.1:8080. Returns the Unix socket path this process bound (its file is removed on
+/// exit; a passed one belongs to systemd).
 async fn listen<'a>(
     switch: &Switch,
     args: &'a Args,
     passed: Vec<Passed>,
 ) -> Result<Option<&'a Path>> {
-    let mut path = args.path.as_deref();
-    let mut tcp = args.listen.clone();
-    if tcp.is_empty() && path.is_none() && passed.is_empty() {
-        tcp.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let mut wanted = args.listen.clone();
+    if wanted.is_empty() && args.path.is_none() && passed.is_empty() {
+        wanted.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
+    let (tcp, path) = activation::still_to_bind(&passed, &wanted, args.path.as_deref());
     for socket in passed {
-        match socket {
-            Passed::Unix { listener, name } => {
-                if path.is_some_and(|path| activation::is_bound_to(&listener, path)) {
-                    path = None;
-                }
-                let address = listener.local_addr().context("a passed Unix socket")?;
-                listener.set_nonblocking(true)?;
-                let listener = UnixListener::from_std(listener)?;
-                match address.as_pathname() {
-                    Some(bound) => eprintln!(
-                        "listening on unix {} (passed as {})",
-                        bound.display(),
-                        name.as_deref().unwrap_or("unnamed")
-                    ),
-                    None => eprintln!("listening on an unnamed unix socket (passed)"),
-                }
-                switch.serve(listener);
-            }
-            Passed::Tcp { listener, name } => {
-                let address = listener.local_addr().context("a passed TCP socket")?;
-                tcp.retain(|wanted| *wanted != address);
-                listener.set_nonblocking(true)?;
-                switch.serve(TcpListener::from_std(listener)?);
-                eprintln!(
-                    "listening on tcp {address} (passed as {})",
-                    name.as_deref().unwrap_or("unnamed")
-                );
-            }
-        }
+        serve_passed(switch, socket)?;
     }
     for address in tcp {
         let listener = TcpListener::bind(address)
@@ -167,4 +142,28 @@ async fn listen<'a>(
         switch.serve(listener);
     }
     Ok(path)
+}
+
+/// Serves one socket passed by the service manager, and says so on stderr.
+fn serve_passed(switch: &Switch, socket: Passed) -> Result<()> {
+    match socket {
+        Passed::Unix { listener, name } => {
+            let address = listener.local_addr().context("a passed Unix socket")?;
+            listener.set_nonblocking(true)?;
+            switch.serve(UnixListener::from_std(listener)?);
+            let name = name.as_deref().unwrap_or("unnamed");
+            match address.as_pathname() {
+                Some(path) => eprintln!("listening on unix {} (passed as {name})", path.display()),
+                None => eprintln!("listening on an unnamed unix socket (passed as {name})"),
+            }
+        }
+        Passed::Tcp { listener, name } => {
+            let address = listener.local_addr().context("a passed TCP socket")?;
+            listener.set_nonblocking(true)?;
+            switch.serve(TcpListener::from_std(listener)?);
+            let name = name.as_deref().unwrap_or("unnamed");
+            eprintln!("listening on tcp {address} (passed as {name})");
+        }
+    }
+    Ok(())
 }

@@ -424,6 +424,11 @@ mod tests {
                 "--statedir=/var/lib/ms".into(),
             ])
         );
+        // Sexp.to_string (machine format) writes no blanks at all.
+        assert_eq!(
+            merged("((path /s)(pidfile())(configfile())(statedir()))", &[]),
+            Ok(vec!["--path=/s".into()])
+        );
         assert_eq!(merged("()", &[]), Ok(vec![]));
     }
 

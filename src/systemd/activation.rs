@@ -5,7 +5,7 @@
 //! crate needs no `unsafe`.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -90,6 +90,33 @@ pub fn passed_listeners() -> Result<Vec<Passed>, ActivationError> {
     Ok(passed)
 }
 
+/// What the options ask to listen on, less what the passed sockets already serve: a passed
+/// Unix socket bound to the `path` file stands for it, a passed TCP socket at one of the
+/// `tcp` addresses stands for that address. Other passed sockets are served in addition.
+pub fn still_to_bind<'a>(
+    passed: &[Passed],
+    tcp: &[SocketAddr],
+    path: Option<&'a Path>,
+) -> (Vec<SocketAddr>, Option<&'a Path>) {
+    let path = path.filter(|path| {
+        !passed.iter().any(|socket| match socket {
+            Passed::Unix { listener, .. } => is_bound_to(listener, path),
+            Passed::Tcp { .. } => false,
+        })
+    });
+    let tcp = tcp
+        .iter()
+        .filter(|address| {
+            !passed.iter().any(|socket| match socket {
+                Passed::Tcp { listener, .. } => listener.local_addr().ok() == Some(**address),
+                Passed::Unix { .. } => false,
+            })
+        })
+        .copied()
+        .collect();
+    (tcp, path)
+}
+
 /// Whether `listener` is bound to the socket file at `path`, compared as files (device and
 /// inode) so that `/var/run/x` and `/run/x` are the same socket when `/var/run` links to
 /// `/run`.
@@ -109,6 +136,36 @@ pub fn is_bound_to(listener: &UnixListener, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passed_sockets_stand_for_the_same_path_or_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let unix = UnixListener::bind(dir.path().join("sock")).expect("bind");
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let passed_tcp = tcp.local_addr().expect("address");
+        let passed = [
+            Passed::Unix {
+                listener: unix,
+                name: None,
+            },
+            Passed::Tcp {
+                listener: tcp,
+                name: Some("tcp".into()),
+            },
+        ];
+        let other: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let same_path = dir.path().join("sock");
+        let other_path = dir.path().join("other");
+        assert_eq!(
+            still_to_bind(&passed, &[passed_tcp, other], Some(&same_path)),
+            (vec![other], None)
+        );
+        assert_eq!(
+            still_to_bind(&passed, &[], Some(&other_path)),
+            (vec![], Some(other_path.as_path()))
+        );
+        assert_eq!(still_to_bind(&[], &[other], None), (vec![other], None));
+    }
 
     #[test]
     fn a_socket_is_recognised_through_a_symbolic_link() {

@@ -5,9 +5,10 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod raw;
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -62,16 +63,7 @@ impl SwitchProcess {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("message-switch starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (lines, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let receiver = process::stderr_lines(&mut child);
         let mut tcp = None;
         let mut unix = false;
         let deadline = Instant::now() + DEADLINE;
