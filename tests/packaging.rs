@@ -105,6 +105,10 @@ fn the_socket_unit_holds_the_socket_of_the_shipped_config() {
                 .expect("the original's /var/run path")
         )
     );
+    // The socket outlives restarts of the toolstack (toolstack.target), of which the service
+    // is part.
+    assert_eq!(unit_value(SERVICE, "Unit", "PartOf"), "toolstack.target");
+    assert!(unit_values(SOCKET, "Unit", "PartOf").is_empty());
     assert_eq!(unit_value(SOCKET, "Socket", "SocketMode"), "0600");
     assert_eq!(unit_value(SOCKET, "Socket", "RemoveOnStop"), "yes");
     assert_eq!(unit_value(SOCKET, "Install", "WantedBy"), "sockets.target");
