@@ -165,7 +165,8 @@ fn write_man_page(
     write_file(&dir.join(name), &page)
 }
 
-/// clap_mangen's page with `extra` inserted before the VERSION section.
+/// clap_mangen's page (the sections its `render` writes) with `extra` inserted before the
+/// VERSION section.
 fn render_man_page(
     man: &clap_mangen::Man,
     command: &clap::Command,
@@ -179,6 +180,9 @@ fn render_man_page(
     man.render_options_section(out)?;
     if command.has_subcommands() {
         man.render_subcommands_section(out)?;
+    }
+    if command.get_after_long_help().is_some() || command.get_after_help().is_some() {
+        man.render_extra_section(out)?;
     }
     for section in extra {
         out.extend_from_slice(format!(".SH {}\n", roff_escape(section.heading)).as_bytes());
