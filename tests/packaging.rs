@@ -18,14 +18,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 
 use message_switch::cli;
 
+use common::process::Spawned;
 use common::wait_until;
 
 const SERVICE: &str = include_str!("../packaging/message-switch.service");
@@ -191,23 +190,17 @@ fn serve_through_exec_start(
             command
         }
     };
-    let switch = command
+    command
         .args(&args)
         .arg("--path")
         .arg(&socket)
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {exec_start} ({start:?}): {error}"));
-    let mut switch = Running(switch);
-    let stderr = lines_of(&mut switch.0);
+        .env_remove("LISTEN_PID");
+    let mut switch = Spawned::start(&mut command);
     match start {
         Start::Alone => wait_until("the switch accepts", || {
-            if let Some(status) = switch.0.try_wait().expect("try_wait") {
+            if let Some(status) = switch.child.try_wait().expect("try_wait") {
                 panic!("{exec_start} --path {} exited: {status}", socket.display());
             }
             UnixStream::connect(&socket).ok()
@@ -216,68 +209,23 @@ fn serve_through_exec_start(
         .expect("close the probe"),
         // The first client's connection is what starts the switch: let message-cli's be the
         // first, once the activator listens.
-        Start::SocketActivated => loop {
-            let line = stderr
-                .recv_timeout(common::DEADLINE)
-                .expect("systemd-socket-activate reports its socket");
-            if line.starts_with("Listening on") {
-                break;
-            }
-        },
+        Start::SocketActivated => drop(switch.line_starting("Listening on")),
     }
     let cli = |args: &[&str]| {
-        let output = Command::new(message_cli)
-            .arg("--path")
-            .arg(&socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("message-cli runs");
-        assert!(
-            output.status.success(),
-            "message-cli {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let mut command = Command::new(message_cli);
+        command.arg("--path").arg(&socket).args(args);
+        stdout(&succeed(&mut command))
     };
     assert!(cli(&["diagnostics"]).contains("Switch started"));
     cli(&["list"]);
     cli(&["shutdown"]);
-    let status = wait_until("the switch exits", || {
-        switch.0.try_wait().expect("try_wait")
-    });
-    assert!(status.success(), "the switch stopped with {status}");
+    let (success, stderr) = switch.wait();
+    assert!(success, "the switch failed: {stderr:?}");
     assert_eq!(
         socket.exists(),
         start == Start::SocketActivated,
         "only a socket the switch bound itself is removed on exit"
     );
-}
-
-/// The lines `child` writes to its piped stderr, read by a thread so that the pipe never
-/// fills.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            // The test may have stopped listening; the pipe is still drained.
-            let _ = sender.send(line);
-        }
-    });
-    receiver
-}
-
-/// A child process, killed if a failing test leaves it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Fails harmlessly if the process has exited and been waited for already.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The long options of `command` itself, without the leading dashes.
@@ -308,15 +256,10 @@ fn pages(command: clap::Command) -> Vec<(String, clap::Command)> {
 #[test]
 fn man_pages_and_completions_cover_every_option() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let ran = Command::new(env!("CARGO_BIN_EXE_message-switch-assets"))
-        .args(["--date", "2026-01-02"])
-        .arg(dir.path())
-        .output()
-        .expect("message-switch-assets runs");
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
+    succeed(
+        Command::new(env!("CARGO_BIN_EXE_message-switch-assets"))
+            .args(["--date", "2026-01-02"])
+            .arg(dir.path()),
     );
     let read = |file: &str| {
         std::fs::read_to_string(dir.path().join(file))
@@ -401,13 +344,18 @@ const INSTALLED: &[&str] = &[
 
 /// Runs `program` with `args`, failing the test with its stderr unless it succeeds.
 fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
+    succeed(Command::new(program).args(args))
+}
+
+/// Runs `command` (stdin closed), failing the test with its stderr unless it succeeds.
+fn succeed(command: &mut Command) -> Output {
+    let output = command
+        .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} (is it installed?): {error}"));
+        .unwrap_or_else(|error| panic!("cannot run {command:?} (is it installed?): {error}"));
     assert!(
         output.status.success(),
-        "{program} {args:?} failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     output
