@@ -1,4 +1,4 @@
-//! The packaging (packaging/, [package.metadata.*] in Cargo.toml, docs/deploy.md).
+//! The packaging (packaging/, [package.metadata.deb] in Cargo.toml, docs/deploy.md).
 //!
 //! Always run: the systemd units' key lines, the shipped config file starting the switch
 //! through the unit's own `ExecStart` line, and the man pages and completions covering every
