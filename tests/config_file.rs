@@ -74,6 +74,52 @@ fn the_original_file_listens_only_on_its_unix_socket() {
 }
 
 #[test]
+fn the_file_hosts_ship_byte_for_byte_but_for_the_paths() {
+    // XCP-ng's /etc/message-switch.conf (xcp-ng-rpms/xapi, SOURCES/message-switch-conf),
+    // with its two paths moved into a temporary directory. The original ignores `statedir`;
+    // we apply it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("sock");
+    let statedir = dir.path().join("state");
+    let text = format!(
+        "((path {})(pidfile())(configfile())(statedir ({})))\n",
+        socket.display(),
+        statedir.display()
+    );
+    let switch = start(&write(dir.path(), &text), &[]);
+    let lines = switch.lines_through("listening on unix ");
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "recovered 0 queues and 0 messages from {}",
+                statedir.display()
+            ),
+            format!("listening on unix {}", socket.display()),
+        ],
+        "durable, and no TCP listener"
+    );
+    block_on(async {
+        let mut connection = common::connect(&socket).await;
+        connection
+            .create_persistent(&QueueName::from("kept"))
+            .await
+            .expect("create")
+    });
+    stop(switch);
+    // Started again from the same file, the queue is still there.
+    let switch = start(&write(dir.path(), &text), &[]);
+    assert_eq!(
+        switch.lines_through("listening on unix ")[0],
+        format!(
+            "recovered 1 queues and 0 messages from {}",
+            statedir.display()
+        )
+    );
+    stop(switch);
+}
+
+#[test]
 fn every_option_is_a_field_and_every_field_applies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");

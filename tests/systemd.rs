@@ -59,14 +59,26 @@ impl NotifySocket {
     }
 }
 
+/// The first 12 bytes of the reply on `stream`: `HTTP/1.1 NNN`.
+fn status_of(stream: &mut impl Read) -> String {
+    let mut status = [0; 12];
+    stream.read_exact(&mut status).expect("a reply");
+    String::from_utf8_lossy(&status).into_owned()
+}
+
+/// `message-switch --path SOCKET` with these extra environment variables.
+fn switch_at(socket: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
+    let mut command = Command::new(SWITCH);
+    command.arg("--path").arg(socket);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Spawned::start(&mut command)
+}
+
 fn switch_with_notify(dir: &Path, notify: &NotifySocket) -> (Spawned, PathBuf) {
     let socket = dir.join("sock");
-    let switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", &notify.path),
-    );
+    let switch = switch_at(&socket, &[("NOTIFY_SOCKET", notify.path.as_os_str())]);
     (switch, socket)
 }
 
@@ -86,9 +98,7 @@ fn ready_only_once_the_socket_accepts_and_stopping_on_sigterm() {
     stream
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
         .expect("write");
-    let mut reply = [0; 12];
-    stream.read_exact(&mut reply).expect("a reply");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(status_of(&mut stream), "HTTP/1.1 200", "a reply");
     // The status follows what the switch holds.
     let status = notify.until("STATUS=queues: 0, messages: 0, connections: 1");
     assert!(!status.contains("READY"));
@@ -118,12 +128,8 @@ fn an_unreachable_notify_socket_is_logged_not_fatal() {
     // The switch serves its clients whatever the service manager hears.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", dir.path().join("nobody-listens")),
-    );
+    let nobody = dir.path().join("nobody-listens");
+    let mut switch = switch_at(&socket, &[("NOTIFY_SOCKET", nobody.as_os_str())]);
     let warning = switch.line_containing("cannot notify the service manager");
     assert!(
         warning.contains(" WARN message_switch::systemd::notify: "),
@@ -177,11 +183,11 @@ fn a_client_of_the_passed_socket_connected_before_the_start_gets_its_answer() {
         &["--path".as_ref(), path.as_os_str()],
         Some(&notify.path),
     );
-    let mut reply = [0; 12];
-    early
-        .read_exact(&mut reply)
-        .expect("the early client's answer");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        status_of(&mut early),
+        "HTTP/1.1 200",
+        "the early client's answer"
+    );
     assert_eq!(
         switch.line_starting("listening on unix "),
         format!(
@@ -212,11 +218,11 @@ fn a_passed_tcp_socket_replaces_the_default_listener() {
         .expect("write");
     early.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut switch = activated(OwnedFd::from(listener), &[], None);
-    let mut reply = [0; 12];
-    early
-        .read_exact(&mut reply)
-        .expect("the early client's answer");
-    assert_eq!(&reply, b"HTTP/1.1 200");
+    assert_eq!(
+        status_of(&mut early),
+        "HTTP/1.1 200",
+        "the early client's answer"
+    );
     assert_eq!(
         switch.line_starting("listening on "),
         format!("listening on tcp {address} (passed as message-switch.socket)")
@@ -235,12 +241,13 @@ fn sockets_meant_for_another_process_are_ignored() {
     // LISTEN_PID names the parent (this test), as when the variables leak to a child.
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("sock");
-    let mut switch = Spawned::start(
-        Command::new(SWITCH)
-            .arg("--path")
-            .arg(&socket)
-            .env("LISTEN_FDS", "1")
-            .env("LISTEN_PID", std::process::id().to_string()),
+    let parent = std::process::id().to_string();
+    let mut switch = switch_at(
+        &socket,
+        &[
+            ("LISTEN_FDS", "1".as_ref()),
+            ("LISTEN_PID", parent.as_ref()),
+        ],
     );
     assert_eq!(
         switch.line_starting("listening on "),
@@ -254,27 +261,37 @@ fn sockets_meant_for_another_process_are_ignored() {
     );
 }
 
-#[test]
-fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
+/// The log file of a short run at the default level: a client leaves cleanly, one hangs up
+/// in the middle of a request, then one shuts the switch down. With `as_journal`,
+/// `JOURNAL_STREAM` names the log file, as systemd names its stream.
+fn log_of_a_short_run(as_journal: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let socket = dir.path().join("sock");
-    let mut child = Command::new(SWITCH)
+    let file = std::fs::File::create(&log).expect("log file");
+    let metadata = file.metadata().expect("metadata");
+    let mut command = Command::new(SWITCH);
+    command
         .arg("--path")
         .arg(&socket)
         .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("message-switch starts");
-    // Routine client behaviour: one leaves cleanly, one hangs up in the middle of a request.
+        .stderr(file);
+    if as_journal {
+        command.env(
+            "JOURNAL_STREAM",
+            format!("{}:{}", metadata.dev(), metadata.ino()),
+        );
+    }
+    let mut switch = Spawned::adopt(command.spawn().expect("message-switch starts"));
     let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
     clean
         .write_all(b"GET /login/t HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
         .expect("write");
-    let mut reply = [0; 12];
-    clean.read_exact(&mut reply).expect("a reply");
+    assert_eq!(status_of(&mut clean), "HTTP/1.1 200");
     drop(clean);
     let mut abrupt = UnixStream::connect(&socket).expect("connect");
     abrupt
@@ -283,14 +300,22 @@ fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     drop(abrupt);
     let mut stream = UnixStream::connect(&socket).expect("connect");
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
-    let status = wait_until("message-switch exits", || child.try_wait().expect("wait"));
-    assert!(status.success());
-    let text = std::fs::read_to_string(&log).expect("the log");
-    assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
-    let events: Vec<&str> = text
-        .lines()
+    assert!(switch.wait().0, "a clean exit");
+    std::fs::read_to_string(&log).expect("the log")
+}
+
+/// The log lines that are events (not the `listening on …` announcements).
+fn events(log: &str) -> Vec<&str> {
+    log.lines()
         .filter(|line| !line.starts_with("listening on "))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
+    let text = log_of_a_short_run(false);
+    assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
+    let events = events(&text);
     // Only the shutdown is worth a line at the default level, each with level and target.
     assert_eq!(events.len(), 2, "{text}");
     assert!(
@@ -299,6 +324,24 @@ fn logs_written_to_a_file_are_plain_lines_quiet_about_clients() {
     );
     assert!(
         events[1].ends_with(" INFO message_switch: stopped"),
+        "{text}"
+    );
+    // A timestamp first: 2026-12-02T06:00:00.000000Z.
+    assert!(
+        events[0].chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_to_the_journal_carry_priorities_and_no_time() {
+    let text = log_of_a_short_run(true);
+    assert_eq!(
+        events(&text),
+        vec![
+            "<6> INFO message_switch::server::driver: shutting down",
+            "<6> INFO message_switch: stopped",
+        ],
         "{text}"
     );
 }

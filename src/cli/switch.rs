@@ -34,12 +34,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// TCP address to listen on (repeatable). Default: 127.0.0.1:8080, unless only --path
-    /// is given.
+    /// TCP address to listen on (repeatable). Default: 127.0.0.1:8080, unless --path is
+    /// given or systemd passes listening sockets.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Vec<SocketAddr>,
 
-    /// Unix socket to listen on. A stale socket file is replaced.
+    /// Unix socket to listen on. A stale socket file is replaced; a socket passed by systemd
+    /// at this path is served instead of binding it.
     #[arg(long, value_name = "SOCK")]
     pub path: Option<PathBuf>,
 

@@ -14,8 +14,10 @@
 //! value or a list, `(listen (127.0.0.1:8080 [::1]:8080))`. Field names are the long options'
 //! names; `_` may be written for `-` (OCaml record fields use `_`).
 //!
-//! The original's `configfile` field (the path of the file itself) is accepted and ignored:
-//! following it would make the file an include mechanism the original never had.
+//! Two fields of the original's files are accepted and ignored: `configfile` (the path of
+//! the file itself; following it would make the file an include mechanism the original never
+//! had) and `daemonize` (`true`/`false`, still in the files of hosts installed before the
+//! original dropped it for systemd; the switch never daemonizes, systemd supervises it).
 //!
 //! The file is turned into command-line arguments placed before the real ones, for the
 //! options the command line does not give, so that a command-line option always overrides
@@ -33,8 +35,11 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use sexp::{Position, Sexp, SyntaxError};
 
-/// The field of the original's format that is accepted and ignored (see the module doc).
-const IGNORED_FIELD: &str = "configfile";
+/// The original's field naming the file itself, accepted and ignored (see the module doc).
+const CONFIGFILE_FIELD: &str = "configfile";
+
+/// The original's former flag, accepted and ignored (see the module doc).
+const DAEMONIZE_FIELD: &str = "daemonize";
 
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +204,12 @@ fn arguments(
             return Err(Problem::Field(at, problem));
         }
         seen.push((canonical.clone(), at));
-        if canonical == IGNORED_FIELD {
+        if canonical == CONFIGFILE_FIELD {
             one_value(name, value)?;
+            continue;
+        }
+        if canonical == DAEMONIZE_FIELD {
+            boolean(name, value)?;
             continue;
         }
         let arg = command
@@ -267,11 +276,11 @@ fn field_arguments(
     let long = arg.get_long().unwrap_or_default();
     let values: Vec<&Sexp> = match arg.get_action() {
         ArgAction::SetTrue | ArgAction::SetFalse => {
-            return match value {
-                Sexp::Atom { text, .. } if text == "true" => Ok(vec![format!("--{long}").into()]),
-                Sexp::Atom { text, .. } if text == "false" => Ok(Vec::new()),
-                _ => Err(wrong_kind(name, value, "true or false")),
-            };
+            return Ok(if boolean(name, value)? {
+                vec![format!("--{long}").into()]
+            } else {
+                Vec::new()
+            });
         }
         ArgAction::Append => match value {
             Sexp::Atom { .. } => vec![value],
@@ -298,6 +307,15 @@ fn field_arguments(
             Ok(argument)
         })
         .collect()
+}
+
+/// The value of a flag field: `true` or `false`.
+fn boolean(name: &str, value: &Sexp) -> Result<bool, Problem> {
+    match value {
+        Sexp::Atom { text, .. } if text == "true" => Ok(true),
+        Sexp::Atom { text, .. } if text == "false" => Ok(false),
+        _ => Err(wrong_kind(name, value, "true or false")),
+    }
 }
 
 /// The value of a single-valued field: `value`, `(value)`, or none for `()`.
@@ -424,10 +442,25 @@ mod tests {
                 "--statedir=/var/lib/ms".into(),
             ])
         );
-        // Sexp.to_string (machine format) writes no blanks at all.
+        // The files hosts ship (Sexp.to_string, the machine format), with the former
+        // `daemonize` field of older ones.
         assert_eq!(
-            merged("((path /s)(pidfile())(configfile())(statedir()))", &[]),
+            merged(
+                "((path /s)(pidfile())(configfile())(statedir (/run/ms/state)))",
+                &[]
+            ),
+            Ok(vec!["--path=/s".into(), "--statedir=/run/ms/state".into()])
+        );
+        assert_eq!(
+            merged(
+                "((path /s)(daemonize true)(pidfile())(configfile())(statedir()))",
+                &[]
+            ),
             Ok(vec!["--path=/s".into()])
+        );
+        assert_eq!(
+            merged("((daemonize maybe))", &[]),
+            Err("1:13: field `daemonize` takes true or false".into())
         );
         assert_eq!(merged("()", &[]), Ok(vec![]));
     }

@@ -43,6 +43,13 @@ impl Spawned {
         Spawned { child, stderr }
     }
 
+    /// Takes charge of a process started elsewhere (e.g. with stderr to a file), so that it
+    /// is killed if the test fails; it has no stderr lines.
+    pub fn adopt(child: Child) -> Spawned {
+        let (_, stderr) = mpsc::channel();
+        Spawned { child, stderr }
+    }
+
     /// The next stderr line that starts with `prefix` (failing after the deadline).
     pub fn line_starting(&self, prefix: &str) -> String {
         self.line_where(prefix, |line| line.starts_with(prefix))
