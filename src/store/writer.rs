@@ -153,6 +153,7 @@ impl<S: Storage> Log<S> {
         let journal_bytes = self.journal_bytes();
         self.stats.update(|stats| {
             stats.records += records;
+            stats.syncs += 1;
             stats.bytes_written += bytes;
             stats.sync_time_max = stats.sync_time_max.max(elapsed);
             stats.journal_bytes = journal_bytes;

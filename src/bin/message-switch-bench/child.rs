@@ -107,20 +107,30 @@ impl Drop for ChildProcess {
 /// CPU time (user + system, all threads, including exited ones) of process `pid`, from
 /// fields 14 and 15 of `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    stat_cpu_time(&format!("/proc/{pid}"))
+}
+
+/// CPU time (user + system) of the calling thread alone, from `/proc/thread-self/stat`.
+pub fn thread_cpu_time() -> Result<Duration> {
+    stat_cpu_time("/proc/thread-self")
+}
+
+/// User + system time from `DIR/stat` (a process's or a thread's).
+fn stat_cpu_time(dir: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat"))
+        .with_context(|| format!("cannot read {dir}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: fields are counted after
     // its closing parenthesis, where field 3 (the state) is the first.
     let rest = stat
         .rfind(')')
         .map(|end| &stat[end + 1..])
-        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+        .ok_or_else(|| anyhow!("malformed {dir}/stat"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |index: usize| -> Result<u64> {
         fields
             .get(index)
             .and_then(|field| field.parse().ok())
-            .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))
+            .ok_or_else(|| anyhow!("malformed {dir}/stat"))
     };
     let (utime, stime) = (ticks(14 - 3)?, ticks(15 - 3)?);
     let nanos = u128::from(utime + stime) * 1_000_000_000 / u128::from(clock_ticks_per_second());

@@ -359,9 +359,8 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
 /// The floor, RPC and real-pattern cells, interleaved: for each transport and concurrency,
 /// and for each runtime thread count, the floor cell and then the RPC and real-pattern cells
 /// of each storage mode, so that each is compared with a floor measured moments before and
-/// the thread counts see the same background load. With `--statedir` in the plan, an
-/// `fdatasync` probe runs in the scratch directory (where the state directories are) before
-/// each concurrency level's durable cells.
+/// the thread counts see the same background load. An `fdatasync` probe runs before each
+/// durable switch's cells.
 async fn round_trips(
     plan: &Plan,
     switch_binary: &Path,
@@ -382,8 +381,6 @@ async fn round_trips(
             }
         }
     }
-    let durable = plan.has(Section::Rpc) || plan.has(Section::Real);
-    let durable = durable && plan.storages.contains(&Storage::Statedir);
     let mut cell = 0;
     for &transport in &plan.transports {
         for concurrency in concurrency_levels(plan, transport) {
@@ -391,17 +388,6 @@ async fn round_trips(
             let real_here = plan.has(Section::Real)
                 && transport == Transport::Unix
                 && plan.real_concurrency.contains(&concurrency);
-            if durable && (rpc_here || real_here) {
-                progress(&format!(
-                    "fdatasync probe before {transport:?} c={concurrency}"
-                ));
-                let dir = scratch.path().to_owned();
-                let window = plan.timing.window / 4;
-                let samples =
-                    tokio::task::spawn_blocking(move || fsync::probe(&dir, "fsync-probe", window))
-                        .await??;
-                report.fsync.push(samples);
-            }
             for &threads in &plan.server_threads {
                 let key = |storage| Key {
                     transport,
@@ -418,6 +404,14 @@ async fn round_trips(
                 }
                 for (storage, _, switch) in switches.iter().filter(|(_, t, _)| *t == threads) {
                     let key = key(*storage);
+                    if *storage == Storage::Statedir && (rpc_here || real_here) {
+                        report
+                            .fsync
+                            .push(fsync_probe(scratch, plan.timing, false).await?);
+                        report
+                            .fsync_busy
+                            .push(fsync_probe(scratch, plan.timing, true).await?);
+                    }
                     if rpc_here {
                         cell += 1;
                         progress(&format!("rpc {key}"));
@@ -444,6 +438,16 @@ async fn round_trips(
         stop_switch(switch).await?;
     }
     Ok(())
+}
+
+/// Probes `fdatasync` in the scratch directory (where the state directories are) for an
+/// eighth of a window, alone or beside a spinning thread (`busy`).
+async fn fsync_probe(scratch: &ScratchDir, timing: Timing, busy: bool) -> Result<fsync::Syncs> {
+    progress(&format!("fdatasync probe (busy: {busy})"));
+    let dir = scratch.path().to_owned();
+    let window = timing.window / 8;
+    tokio::task::spawn_blocking(move || fsync::probe_with(&dir, "fsync-probe", window, busy))
+        .await?
 }
 
 /// The concurrency levels of a transport's round-trip cells: the RPC levels, and on Unix the

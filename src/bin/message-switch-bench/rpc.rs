@@ -136,7 +136,8 @@ impl<C: Connector> Caller for LibraryCaller<C> {
 
 /// Runs `callers` (their service already serving), each making one call after another, and
 /// measures one window: calls per second, their latencies, the switch's CPU, and how many
-/// HTTP requests the switch served per call (from its `/metrics`, read through `connector`).
+/// HTTP requests the switch served and journal syncs it made per call (from its `/metrics`,
+/// read through `connector`, over the whole cell).
 pub async fn measure_calls<C: Connector, K: Caller>(
     connector: &C,
     switch_pid: u32,
@@ -144,7 +145,7 @@ pub async fn measure_calls<C: Connector, K: Caller>(
     callers: Vec<K>,
 ) -> Result<Throughput> {
     let mut probe = Probe::open(connector).await?;
-    let requests_before = probe.requests_served().await?;
+    let before = probe.counters().await?;
     let flags = Arc::new(Flags::default());
     let mut workers = JoinSet::new();
     for mut caller in callers {
@@ -160,10 +161,14 @@ pub async fn measure_calls<C: Connector, K: Caller>(
     }
     let cpu = run_window(&flags, timing, switch_pid).await?;
     let samples = join_samples(workers).await?;
-    let requests = probe.requests_served().await? - requests_before;
-    let calls: u64 = samples.iter().map(|s| s.operations).sum();
+    let after = probe.counters().await?;
+    let calls = samples.iter().map(|s| s.operations).sum::<u64>().max(1) as f64;
     let mut measured = Throughput::new(samples, cpu);
-    measured.requests_per_operation = Some(requests as f64 / calls.max(1) as f64);
+    measured.requests_per_operation = Some((after.requests - before.requests) as f64 / calls);
+    measured.syncs_per_operation = after
+        .syncs
+        .zip(before.syncs)
+        .map(|(after, before)| (after - before) as f64 / calls);
     Ok(measured)
 }
 
