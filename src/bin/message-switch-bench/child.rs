@@ -107,16 +107,7 @@ impl Drop for ChildProcess {
 /// CPU time (user + system, all threads, including exited ones) of process `pid`, from
 /// fields 14 and 15 of `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    stat_cpu_time(&format!("/proc/{pid}"))
-}
-
-/// CPU time (user + system) of the calling thread alone, from `/proc/thread-self/stat`.
-pub fn thread_cpu_time() -> Result<Duration> {
-    stat_cpu_time("/proc/thread-self")
-}
-
-/// User + system time from `DIR/stat` (a process's or a thread's).
-fn stat_cpu_time(dir: &str) -> Result<Duration> {
+    let dir = format!("/proc/{pid}");
     let stat = std::fs::read_to_string(format!("{dir}/stat"))
         .with_context(|| format!("cannot read {dir}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: fields are counted after
@@ -137,6 +128,20 @@ fn stat_cpu_time(dir: &str) -> Result<Duration> {
     Ok(Duration::from_nanos(
         u64::try_from(nanos).unwrap_or(u64::MAX),
     ))
+}
+
+/// CPU time of the calling thread alone, in ns from `/proc/thread-self/schedstat` (its
+/// first field, time spent running): `stat`'s clock ticks (10 ms) are too coarse for a probe
+/// of a few hundred syscalls.
+pub fn thread_cpu_time() -> Result<Duration> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .context("cannot read /proc/thread-self/schedstat")?;
+    let nanos = schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| anyhow!("malformed /proc/thread-self/schedstat"))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// Resident set size of process `pid` in bytes, from `VmRSS` in `/proc/PID/status`.

@@ -339,7 +339,7 @@ impl Report {
              \"model\" is the in-memory CPU per RPC + syncs/RPC × the probe's CPU per sync \
              (alone), to compare with the measured durable CPU per RPC. \"bound\" is the \
              in-memory p50 + {SYNCS_ALLOWED} × the busy probe's p50. \"max ms\" is the \
-             longest call in the durable window (the switches compact every {} MiB of \
+             longest call in each window (the switches compact every {} MiB of \
              journal).\n",
             self.plan.compaction_bytes_min >> 20,
         );
@@ -347,7 +347,7 @@ impl Report {
             out,
             "| workload | transport | threads | conc | RPC/s ÷ memory | switch CPU ÷ memory | \
              syncs/RPC | CPU µs/RPC durable / model | p50 µs memory / durable | bound µs | \
-             durable p50 ÷ bound | max ms |"
+             durable p50 ÷ bound | max ms memory / durable |"
         );
         let _ = writeln!(
             out,
@@ -368,7 +368,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "| {name} | {} | {} | {} | {} | {} | {syncs:.2} | {} / {} | {} / {} | {} | {} \
-                     | {} |",
+                     | {} / {} |",
                     transport_name(key.transport),
                     key.threads,
                     key.concurrency,
@@ -383,6 +383,7 @@ impl Report {
                     micros(durable.latency.p50()),
                     micros(bound),
                     ratio_of(durable.latency.p50(), Some(bound)),
+                    millis(memory.latency.quantile(1.0)),
                     millis(durable.latency.quantile(1.0)),
                 );
             }
