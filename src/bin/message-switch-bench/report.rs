@@ -301,16 +301,17 @@ impl Report {
 
     /// The disk's floor, and every durable cell against its in-memory twin.
     fn durable_table(&self, out: &mut String) {
-        let fsync = latencies(&self.fsync_busy);
+        let fsync = latencies(&self.fsync);
         let sync_cpu = cpu_per_sync(&self.fsync);
         let _ = writeln!(out, "## Durable cells against the disk\n");
         let _ = writeln!(
             out,
             "`fdatasync` of a 160-byte append in the scratch directory (where the state \
              directories are), probed for an eighth of a window before each durable cell, \
-             alone and then beside a spinning thread (on a virtual machine an idle CPU makes \
-             the sync's completion wait for the host to run it again; during a cell the CPUs \
-             are busy):\n"
+             alone and then beside a spinning thread. On a virtual machine an idle CPU makes \
+             the sync's completion wait for the host to run it again: a switch waiting for its \
+             journal with nothing else to do (one caller) is in the first case, a busy one in \
+             the second.\n"
         );
         let _ = writeln!(
             out,
@@ -338,7 +339,7 @@ impl Report {
              callers and threads. \"syncs/RPC\" are the switch's journal syncs per RPC; \
              \"model\" is the in-memory CPU per RPC + syncs/RPC × the probe's CPU per sync \
              (alone), to compare with the measured durable CPU per RPC. \"bound\" is the \
-             in-memory p50 + {SYNCS_ALLOWED} × the busy probe's p50. \"max ms\" is the \
+             in-memory p50 + {SYNCS_ALLOWED} × the lone probe's p50. \"max ms\" is the \
              longest call in each window (the switches compact every {} MiB of \
              journal).\n",
             self.plan.compaction_bytes_min >> 20,
@@ -563,7 +564,7 @@ impl Report {
     }
 
     fn durable_targets(&self, threads: u16, rows: &mut Vec<(String, String, String, bool)>) {
-        let fsync = latencies(&self.fsync_busy);
+        let fsync = latencies(&self.fsync);
         for (name, cells) in [("RPC", &self.rpc), ("real pattern", &self.real)] {
             let cell = |storage, concurrency| {
                 cells
@@ -600,13 +601,13 @@ impl Report {
             if let (Some(memory), Some(durable), false) = (
                 cell(Storage::Memory, 1),
                 cell(Storage::Statedir, 1),
-                self.fsync_busy.is_empty(),
+                self.fsync.is_empty(),
             ) {
                 let bound = memory.latency.p50() + fsync.p50().mul_f64(SYNCS_ALLOWED);
                 rows.push((
                     format!(
                         "{name}, 1 caller, Unix: durable p50 (bound: memory p50 + \
-                         {SYNCS_ALLOWED} × busy fdatasync p50)"
+                         {SYNCS_ALLOWED} × lone fdatasync p50)"
                     ),
                     format!("{} µs", micros(durable.latency.p50())),
                     format!("≤ {} µs", micros(bound)),
