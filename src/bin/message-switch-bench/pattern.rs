@@ -137,8 +137,8 @@ impl Caller for OcamlCaller {
             let Ok(Some((request, body))) = response else {
                 bail!("no response within {CALL_TIMEOUT:?} (or the listener stopped)");
             };
-            // A response to an earlier call (a duplicate) is skipped, as the original's
-            // wakener table would.
+            // A response to another call (a duplicate; none arise in this workload) is
+            // skipped, as the original's wakener table would (which also leaves it unacked).
             if request == id {
                 ensure!(body.len() == PAYLOAD.len(), "wrong response");
                 return Ok(());
