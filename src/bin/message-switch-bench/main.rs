@@ -270,7 +270,7 @@ fn plan(args: &Args) -> Plan {
         messages: args.messages.unwrap_or(messages),
         idle: args.idle,
         fanout_queues: args.fanout_queues,
-        server_threads: args.server_threads.clone(),
+        server_threads: first_of_each(&args.server_threads),
         real_concurrency: args.real_concurrency.clone(),
         compaction_bytes_min: args.compaction_bytes_min,
     }
@@ -438,6 +438,18 @@ async fn round_trips(
         stop_switch(switch).await?;
     }
     Ok(())
+}
+
+/// `values` without repeats, in their first order (a repeated thread count would start two
+/// servers on the same socket).
+fn first_of_each(values: &[u16]) -> Vec<u16> {
+    let mut unique = Vec::with_capacity(values.len());
+    for value in values {
+        if !unique.contains(value) {
+            unique.push(*value);
+        }
+    }
+    unique
 }
 
 /// Probes `fdatasync` in the scratch directory (where the state directories are) for an
