@@ -159,6 +159,39 @@ async fn metrics_reflect_a_scripted_workload() {
     );
 }
 
+/// A durable switch adds the journal's counters: every acknowledged change was synced, so
+/// two changes made one after another took at least two syncs.
+#[tokio::test]
+async fn metrics_of_a_durable_switch_count_the_journal_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (switch, _) = Switch::open_dir(Config::default(), dir.path())
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    switch.serve(listener);
+    let mut conn = tcp(&address).await;
+    conn.get("/login/worker").await;
+    conn.get("/persistent/q").await;
+    conn.call("POST", "/request/q/r", b"a").await;
+    let text = conn.get("/metrics").await.text();
+    let samples = parse_exposition(&text);
+    let value = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("missing {series} in\n{text}"))
+    };
+    assert!(value("message_switch_journal_syncs_total") >= 2.0, "{text}");
+    assert!(
+        value("message_switch_journal_batches_total") >= 2.0,
+        "{text}"
+    );
+    assert!(value("message_switch_journal_written_bytes_total") > 0.0);
+    assert_eq!(value("message_switch_journal_compactions_total"), 0.0);
+    assert!(value("message_switch_journal_sync_seconds_max") > 0.0);
+    assert!(value("message_switch_fsync_duration_seconds_count") >= 2.0);
+}
+
 #[tokio::test]
 async fn health_is_ready_while_serving() {
     let (_switch, address) = switch(Config::default()).await;

@@ -78,7 +78,8 @@ pub(crate) struct Driver {
     commands: mpsc::Receiver<Command>,
     pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>)>,
     /// The requests each connection has in flight (hyper serves one at a time per connection,
-    /// so these stay tiny); used to forget them when the connection closes.
+    /// so these stay tiny); used to forget them when the connection closes. A connection's
+    /// entry stays, empty, until it disconnects, so that its next request allocates nothing.
     pending_by_connection: HashMap<ConnectionId, Vec<RequestId>>,
     next_request: u64,
     shutdown: watch::Sender<bool>,
@@ -108,8 +109,18 @@ impl Driver {
 
     /// Runs until every sender of commands is gone.
     pub(crate) async fn run(mut self) {
+        // One timer for the whole run, moved only when the engine's next deadline changes:
+        // a parked Transfer keeps the same deadline across many wake-ups, and building a new
+        // `Sleep` on each would register and cancel a timer-wheel entry per request.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_of(t));
+            if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
+                timer.as_mut().reset(deadline);
+            }
+            armed = deadline;
             // `biased` keeps runs reproducible under the simulation (tokio would otherwise
             // pick among ready branches at random). Completions and deadlines go first so a
             // steady stream of commands cannot starve held replies or parked requests.
@@ -118,7 +129,9 @@ impl Driver {
                 completion = next_completion(self.durability.as_mut()) => {
                     self.on_completion(completion);
                 }
-                () = sleep_until_or_forever(deadline) => {
+                () = timer.as_mut(), if armed.is_some() => {
+                    // Fired: the next pass re-arms it, even for the same deadline.
+                    armed = None;
                     self.engine.handle_timeout(self.clock.now());
                 }
                 command = self.commands.recv() => {
@@ -231,9 +244,6 @@ impl Driver {
         if let Some((connection, waiter)) = self.pending.remove(&request) {
             if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
                 in_flight.retain(|r| *r != request);
-                if in_flight.is_empty() {
-                    self.pending_by_connection.remove(&connection);
-                }
             }
             // The handler may be gone (client disconnected); nothing to do then.
             let _ = waiter.send(reply);
@@ -263,13 +273,6 @@ impl Driver {
 async fn next_completion(durability: Option<&mut Durability>) -> Option<Completion> {
     match durability {
         Some(durability) => durability.completion().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_or_forever(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

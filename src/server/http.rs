@@ -21,6 +21,7 @@ use super::metrics::{self, Route};
 use super::{web, Shared};
 use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, RouteError};
+use crate::store::StatsHandle;
 
 /// The reference's body for a request that failed while being handled (cohttp's text).
 const INTERNAL_ERROR: &str = "Error: Internal Server Error";
@@ -203,10 +204,11 @@ async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
             "the switch is shutting down",
         );
     };
+    let journal = shared.journal_stats.as_ref().map(StatsHandle::get);
     let body = metrics::render(
         &inspection,
         &shared.http_metrics,
-        shared.sync_latency.as_deref(),
+        shared.sync_latency.as_deref().zip(journal.as_ref()),
         shared.config.engine.trace_bytes_max,
     );
     web::typed(

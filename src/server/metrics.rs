@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::protocol::Request;
+use crate::store::JournalStats;
 
 use super::driver::Inspection;
 
@@ -159,7 +160,7 @@ impl HttpMetrics {
 pub(crate) fn render(
     inspection: &Inspection,
     http: &HttpMetrics,
-    durability: Option<&Histogram>,
+    durability: Option<(&Histogram, &JournalStats)>,
     trace_bytes_max: usize,
 ) -> String {
     let mut out = String::with_capacity(4096 + inspection.queues.len() * 200);
@@ -302,7 +303,8 @@ pub(crate) fn render(
         let labels = format!("route=\"{}\"", route.label());
         histogram.render(&mut out, "message_switch_request_duration_seconds", &labels);
     }
-    if let Some(histogram) = durability {
+    if let Some((histogram, journal)) = durability {
+        journal_counters(&mut out, journal);
         header(
             &mut out,
             "message_switch_fsync_duration_seconds",
@@ -312,6 +314,40 @@ pub(crate) fn render(
         histogram.render(&mut out, "message_switch_fsync_duration_seconds", "");
     }
     out
+}
+
+/// The journal's own counters: what durability costs in disk operations, and compaction.
+fn journal_counters(out: &mut String, journal: &JournalStats) {
+    counter(
+        out,
+        "message_switch_journal_syncs_total",
+        "Group commits: journal syncs (fdatasync) that succeeded.",
+        journal.syncs,
+    );
+    counter(
+        out,
+        "message_switch_journal_batches_total",
+        "Batches of changes (driver wake-ups with changes) made durable.",
+        journal.batches,
+    );
+    counter(
+        out,
+        "message_switch_journal_written_bytes_total",
+        "Bytes of journal records written.",
+        journal.bytes_written,
+    );
+    counter(
+        out,
+        "message_switch_journal_compactions_total",
+        "Snapshots written by compaction.",
+        journal.compactions,
+    );
+    gauge(
+        out,
+        "message_switch_journal_sync_seconds_max",
+        "The longest journal sync since the switch started.",
+        journal.sync_time_max.as_secs_f64(),
+    );
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

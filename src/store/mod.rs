@@ -212,8 +212,11 @@ pub struct Damage {
 pub struct JournalStats {
     /// Batches journalled (driver wake-ups with events).
     pub batches: u64,
-    /// Records written (each one write and one sync: group commit).
+    /// Records written (usually one per sync; a huge group commit is cut into several).
     pub records: u64,
+    /// Successful syncs of the journal (one per group commit), the disk operations that
+    /// durability costs: each is a flush the process waits for and is charged CPU for.
+    pub syncs: u64,
     /// Bytes of records written.
     pub bytes_written: u64,
     /// The longest sync.

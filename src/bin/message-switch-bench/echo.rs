@@ -1,8 +1,9 @@
 //! The floor: a trivial hyper HTTP/1.1 echo server and a keep-alive client for it.
 //!
 //! The server runs as a child process (the bench re-executes itself with the hidden
-//! `echo-server` subcommand), on a multi-threaded tokio runtime with the default number of
-//! workers, listening on loopback TCP and a Unix socket exactly like the switch binary: same
+//! `echo-server` subcommand), on the same flavour of tokio runtime as the switch under
+//! comparison (current-thread for one thread, else multi-threaded with that many workers,
+//! as `message-switch --threads`), listening on loopback TCP and a Unix socket exactly like the switch binary: same
 //! hyper version, same `http1::Builder` settings, `TCP_NODELAY` on accept, the whole body read
 //! before answering. So the floor differs from the switch only by what the switch does with a
 //! request (routing, the hop to the engine's task, the engine, encoding), and its CPU time is
@@ -33,10 +34,18 @@ use message_switch::client::Connector;
 /// Largest body the echo server reads, as the switch's default `--body-bytes-max`.
 const BODY_BYTES_MAX: usize = 64 << 20;
 
-/// Runs the echo server until its stdin closes (the bench exited or killed it). Prints
-/// `listening on tcp ADDR` and `listening on unix PATH` on stderr, as the switch does.
-pub fn run_server(unix: &Path) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs the echo server until its stdin closes (the bench exited or killed it), on a
+/// runtime of `threads` threads built as the switch builds its own. Prints `listening on tcp
+/// ADDR` and `listening on unix PATH` on stderr, as the switch does.
+pub fn run_server(unix: &Path, threads: u16) -> Result<()> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(threads));
+        builder
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?

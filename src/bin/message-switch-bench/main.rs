@@ -20,7 +20,9 @@
 
 mod child;
 mod echo;
+mod fsync;
 mod measure;
+mod pattern;
 mod probe;
 mod report;
 mod rpc;
@@ -94,10 +96,23 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     fanout_queues: usize,
 
-    /// Worker threads of the switch's and the echo server's runtimes (passed to both as
-    /// `TOKIO_WORKER_THREADS`). Default: tokio's, one per core.
-    #[arg(long, value_name = "N")]
-    server_threads: Option<usize>,
+    /// Runtime threads of the switch (`--threads N`) and of the echo server: 1 is tokio's
+    /// current-thread runtime, more a multi-threaded one with that many workers. With several
+    /// values the floor, RPC and real-pattern cells run once per value, side by side; the
+    /// other sections use the first.
+    #[arg(long, value_delimiter = ',', value_name = "N", default_values_t = [1, 2],
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    server_threads: Vec<u16>,
+
+    /// Concurrency levels (callers) of the real-pattern cells (Unix socket only).
+    #[arg(long, value_delimiter = ',', value_name = "N", default_values_t = [1, 16])]
+    real_concurrency: Vec<usize>,
+
+    /// With --statedir: the journal size at which the durable switches compact. Smaller
+    /// than the switch's default, so that compaction happens during the durable cells and
+    /// their longest pause includes it.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    compaction_bytes_min: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +123,9 @@ enum Internal {
         /// The Unix socket to listen on (TCP is 127.0.0.1, port 0).
         #[arg(long)]
         unix: PathBuf,
+        /// Runtime threads, as the switch's `--threads`.
+        #[arg(long, default_value_t = 1)]
+        threads: u16,
     },
 }
 
@@ -118,6 +136,8 @@ pub enum Section {
     Floor,
     /// RPC through the switch with the client pair.
     Rpc,
+    /// RPC as the OCaml clients make it (7 exchanges), Unix socket.
+    Real,
     /// One message to each of many queues, each with a listener.
     Fanout,
     /// A Send with and without many idle Transfers.
@@ -165,13 +185,23 @@ pub struct Plan {
     pub idle: usize,
     /// Queues of the fan-out figure.
     pub fanout_queues: usize,
-    /// Worker threads of the servers' runtimes, if not tokio's default.
-    pub server_threads: Option<usize>,
+    /// Runtime threads of the servers, one set of round-trip cells per value; the first is
+    /// used by the other sections.
+    pub server_threads: Vec<u16>,
+    /// Concurrency levels of the real-pattern cells.
+    pub real_concurrency: Vec<usize>,
+    /// `--compaction-bytes-min` of the durable switches.
+    pub compaction_bytes_min: u64,
 }
 
 impl Plan {
-    fn has(&self, section: Section) -> bool {
+    pub fn has(&self, section: Section) -> bool {
         self.sections.contains(&section)
+    }
+
+    /// The runtime threads of the sections that run once.
+    pub fn threads(&self) -> u16 {
+        self.server_threads.first().copied().unwrap_or(1)
     }
 }
 
@@ -184,8 +214,8 @@ const SPARE_FILES: u64 = 1_200;
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(Internal::EchoServer { unix }) = &args.command {
-        return echo::run_server(unix);
+    if let Some(Internal::EchoServer { unix, threads }) = &args.command {
+        return echo::run_server(unix, *threads);
     }
     let plan = plan(&args);
     let switch = match &args.switch {
@@ -219,6 +249,7 @@ fn plan(args: &Args) -> Plan {
         vec![
             Section::Floor,
             Section::Rpc,
+            Section::Real,
             Section::Fanout,
             Section::Idle,
             Section::Memory,
@@ -239,14 +270,16 @@ fn plan(args: &Args) -> Plan {
         messages: args.messages.unwrap_or(messages),
         idle: args.idle,
         fanout_queues: args.fanout_queues,
-        server_threads: args.server_threads,
+        server_threads: first_of_each(&args.server_threads),
+        real_concurrency: args.real_concurrency.clone(),
+        compaction_bytes_min: args.compaction_bytes_min,
     }
 }
 
 async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     let scratch = ScratchDir::new()?;
     let mut report = Report::new(plan.clone());
-    if plan.has(Section::Floor) || plan.has(Section::Rpc) {
+    if plan.has(Section::Floor) || plan.has(Section::Rpc) || plan.has(Section::Real) {
         round_trips(&plan, switch_binary, &scratch, &mut report).await?;
     }
     if plan.has(Section::Fanout) {
@@ -255,7 +288,8 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
             &scratch,
             "fanout",
             Storage::Memory,
-            plan.server_threads,
+            plan.threads(),
+            &plan,
         )?;
         progress(&format!("fan-out: {} queues", plan.fanout_queues));
         let connector = UnixConnector::new(&switch.unix);
@@ -273,20 +307,21 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     }
     if plan.has(Section::Idle) {
         let idle = idle_waiters_allowed(plan.idle);
-        let threads = plan.server_threads;
         let quiet = start_switch(
             switch_binary,
             &scratch,
             "idle-none",
             Storage::Memory,
-            threads,
+            plan.threads(),
+            &plan,
         )?;
         let busy = start_switch(
             switch_binary,
             &scratch,
             "idle-busy",
             Storage::Memory,
-            threads,
+            plan.threads(),
+            &plan,
         )?;
         progress(&format!("send cost with 0 and {idle} idle transfers"));
         let target = |switch: &ChildProcess| scale::Target {
@@ -308,7 +343,8 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
             &scratch,
             "memory",
             Storage::Memory,
-            plan.server_threads,
+            plan.threads(),
+            &plan,
         )?;
         progress(&format!("memory: {} stored messages", plan.messages));
         let connector = UnixConnector::new(&switch.unix);
@@ -320,53 +356,146 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     Ok(report)
 }
 
-/// The floor and RPC cells, interleaved: for each transport and concurrency, the floor cell
-/// and then the RPC cell of each storage mode, so that each is compared with a floor measured
-/// moments before.
+/// The floor, RPC and real-pattern cells, interleaved: for each transport and concurrency,
+/// and for each runtime thread count, the floor cell and then the RPC and real-pattern cells
+/// of each storage mode, so that each is compared with a floor measured moments before and
+/// the thread counts see the same background load. An `fdatasync` probe runs before each
+/// durable switch's cells.
 async fn round_trips(
     plan: &Plan,
     switch_binary: &Path,
     scratch: &ScratchDir,
     report: &mut Report,
 ) -> Result<()> {
-    let echo = if plan.has(Section::Floor) {
-        Some(start_echo(scratch, plan.server_threads)?)
-    } else {
-        None
-    };
+    let mut echoes = Vec::new();
     let mut switches = Vec::new();
-    if plan.has(Section::Rpc) {
-        for &storage in &plan.storages {
-            let name = format!("rpc-{storage:?}").to_lowercase();
-            switches.push((
-                storage,
-                start_switch(switch_binary, scratch, &name, storage, plan.server_threads)?,
-            ));
+    for &threads in &plan.server_threads {
+        if plan.has(Section::Floor) {
+            echoes.push((threads, start_echo(scratch, threads)?));
+        }
+        if plan.has(Section::Rpc) || plan.has(Section::Real) {
+            for &storage in &plan.storages {
+                let name = format!("rt-{storage:?}-{threads}").to_lowercase();
+                let switch = start_switch(switch_binary, scratch, &name, storage, threads, plan)?;
+                switches.push((storage, threads, switch));
+            }
         }
     }
     let mut cell = 0;
     for &transport in &plan.transports {
-        for &concurrency in &plan.concurrency {
-            if let Some(echo) = &echo {
-                progress(&format!("floor {transport:?} c={concurrency}"));
-                let measured = floor_cell(echo, transport, concurrency, plan.timing).await?;
-                report.floor.push((transport, concurrency, measured));
-            }
-            for (storage, switch) in &switches {
-                cell += 1;
-                progress(&format!("rpc {transport:?} {storage:?} c={concurrency}"));
-                let tag = cell.to_string();
-                let measured = rpc_cell(switch, transport, concurrency, plan.timing, &tag).await?;
-                report
-                    .rpc
-                    .push((transport, *storage, concurrency, measured));
+        for concurrency in concurrency_levels(plan, transport) {
+            let rpc_here = plan.has(Section::Rpc) && plan.concurrency.contains(&concurrency);
+            let real_here = plan.has(Section::Real)
+                && transport == Transport::Unix
+                && plan.real_concurrency.contains(&concurrency);
+            for &threads in &plan.server_threads {
+                let key = |storage| Key {
+                    transport,
+                    storage,
+                    concurrency,
+                    threads,
+                };
+                if let Some((_, echo)) = echoes.iter().find(|(t, _)| *t == threads) {
+                    progress(&format!(
+                        "floor {transport:?} c={concurrency} threads={threads}"
+                    ));
+                    let measured = floor_cell(echo, transport, concurrency, plan.timing).await?;
+                    report.floor.push((key(Storage::Memory), measured));
+                }
+                for (storage, _, switch) in switches.iter().filter(|(_, t, _)| *t == threads) {
+                    let key = key(*storage);
+                    if *storage == Storage::Statedir && (rpc_here || real_here) {
+                        report
+                            .fsync
+                            .push(fsync_probe(scratch, plan.timing, false).await?);
+                        report
+                            .fsync_busy
+                            .push(fsync_probe(scratch, plan.timing, true).await?);
+                    }
+                    if rpc_here {
+                        cell += 1;
+                        progress(&format!("rpc {key}"));
+                        let tag = cell.to_string();
+                        let measured =
+                            rpc_cell(switch, transport, concurrency, plan.timing, &tag).await?;
+                        report.rpc.push((key, measured));
+                    }
+                    if real_here {
+                        cell += 1;
+                        progress(&format!("real pattern {key}"));
+                        let connector = UnixConnector::new(&switch.unix);
+                        let tag = cell.to_string();
+                        let measured =
+                            pattern::real(connector, switch.pid(), concurrency, plan.timing, &tag)
+                                .await?;
+                        report.real.push((key, measured));
+                    }
+                }
             }
         }
     }
-    for (_, switch) in switches {
+    for (_, _, switch) in switches {
         stop_switch(switch).await?;
     }
     Ok(())
+}
+
+/// `values` without repeats, in their first order (a repeated thread count would start two
+/// servers on the same socket).
+fn first_of_each(values: &[u16]) -> Vec<u16> {
+    let mut unique = Vec::with_capacity(values.len());
+    for value in values {
+        if !unique.contains(value) {
+            unique.push(*value);
+        }
+    }
+    unique
+}
+
+/// Probes `fdatasync` in the scratch directory (where the state directories are) for an
+/// eighth of a window, alone or beside a spinning thread (`busy`).
+async fn fsync_probe(scratch: &ScratchDir, timing: Timing, busy: bool) -> Result<fsync::Syncs> {
+    progress(&format!("fdatasync probe (busy: {busy})"));
+    let dir = scratch.path().to_owned();
+    let window = timing.window / 8;
+    tokio::task::spawn_blocking(move || fsync::probe_with(&dir, "fsync-probe", window, busy))
+        .await?
+}
+
+/// The concurrency levels of a transport's round-trip cells: the RPC levels, and on Unix the
+/// real pattern's too, in ascending order.
+fn concurrency_levels(plan: &Plan, transport: Transport) -> Vec<usize> {
+    let mut levels = plan.concurrency.clone();
+    if plan.has(Section::Real) && transport == Transport::Unix {
+        levels.extend(&plan.real_concurrency);
+    }
+    levels.sort_unstable();
+    levels.dedup();
+    levels
+}
+
+/// What a round-trip cell measured: transport, storage mode (always memory for the floor),
+/// callers, and the server's runtime threads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Key {
+    /// How the load generator reaches the server.
+    pub transport: Transport,
+    /// Whether the switch persists.
+    pub storage: Storage,
+    /// Concurrent callers.
+    pub concurrency: usize,
+    /// The server's runtime threads.
+    pub threads: u16,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} {:?} c={} threads={}",
+            self.transport, self.storage, self.concurrency, self.threads
+        )
+    }
 }
 
 async fn floor_cell(
@@ -417,19 +546,23 @@ async fn rpc_cell(
 }
 
 /// Starts a switch listening on loopback TCP port 0 and `NAME.sock` in the scratch
-/// directory, with `--statedir NAME.state` for [`Storage::Statedir`]. Logging is kept to
+/// directory, with `--threads THREADS`, and with `--statedir NAME.state` for
+/// [`Storage::Statedir`] (compacting at the plan's journal size). Logging is kept to
 /// warnings so that it costs nothing per request.
 fn start_switch(
     binary: &Path,
     scratch: &ScratchDir,
     name: &str,
     storage: Storage,
-    threads: Option<usize>,
+    threads: u16,
+    plan: &Plan,
 ) -> Result<ChildProcess> {
     let mut command = Command::new(binary);
-    set_threads(&mut command, threads);
     command
         .env("RUST_LOG", "warn")
+        .env_remove("TOKIO_WORKER_THREADS")
+        .arg("--threads")
+        .arg(threads.to_string())
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--path")
@@ -440,7 +573,9 @@ fn start_switch(
     if storage == Storage::Statedir {
         command
             .arg("--statedir")
-            .arg(scratch.path().join(format!("{name}.state")));
+            .arg(scratch.path().join(format!("{name}.state")))
+            .arg("--compaction-bytes-min")
+            .arg(plan.compaction_bytes_min.to_string());
     }
     let switch = ChildProcess::spawn(&format!("switch {name}"), command)?;
     progress(&format!("switch {name} started, pid {}", switch.pid()));
@@ -461,25 +596,20 @@ async fn stop_switch(switch: ChildProcess) -> Result<()> {
     Ok(())
 }
 
-fn start_echo(scratch: &ScratchDir, threads: Option<usize>) -> Result<ChildProcess> {
+fn start_echo(scratch: &ScratchDir, threads: u16) -> Result<ChildProcess> {
     let mut command = Command::new(std::env::current_exe()?);
-    set_threads(&mut command, threads);
     command
         .arg("echo-server")
+        .arg("--threads")
+        .arg(threads.to_string())
         .arg("--unix")
-        .arg(scratch.path().join("echo.sock"));
-    let echo = ChildProcess::spawn("echo", command)?;
-    progress(&format!("echo server started, pid {}", echo.pid()));
+        .arg(scratch.path().join(format!("echo-{threads}.sock")));
+    let echo = ChildProcess::spawn(&format!("echo {threads}"), command)?;
+    progress(&format!(
+        "echo server ({threads} threads) started, pid {}",
+        echo.pid()
+    ));
     Ok(echo)
-}
-
-/// Gives a server child `threads` runtime workers (tokio reads `TOKIO_WORKER_THREADS`), or
-/// tokio's default.
-fn set_threads(command: &mut Command, threads: Option<usize>) {
-    match threads {
-        Some(threads) => command.env("TOKIO_WORKER_THREADS", threads.to_string()),
-        None => command.env_remove("TOKIO_WORKER_THREADS"),
-    };
 }
 
 /// How many idle waiters the open-files limit allows (each needs a socket here and one in

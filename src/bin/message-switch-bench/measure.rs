@@ -173,6 +173,9 @@ pub struct Throughput {
     /// HTTP requests the switch served per operation (over the whole cell, warm-up
     /// included), when known.
     pub requests_per_operation: Option<f64>,
+    /// Journal syncs the switch made per operation (over the whole cell, warm-up included),
+    /// when it is durable.
+    pub syncs_per_operation: Option<f64>,
 }
 
 impl Throughput {
@@ -182,6 +185,7 @@ impl Throughput {
             latency: Latencies::from_samples(samples.into_iter().map(|s| s.latencies_ns)),
             cpu,
             requests_per_operation: None,
+            syncs_per_operation: None,
         }
     }
 

@@ -8,6 +8,9 @@ use message_switch::protocol::Request;
 /// The per-route request counters (one series per route).
 const REQUESTS: &str = "message_switch_request_duration_seconds_count{route=\"";
 
+/// The journal's sync counter (durable switches only).
+const SYNCS: &str = "message_switch_journal_syncs_total ";
+
 /// The gauge of parked Transfers.
 const BLOCKED_TRANSFERS: &str = "message_switch_blocked_transfers ";
 
@@ -23,22 +26,19 @@ impl Probe {
         Ok(Probe { connection })
     }
 
-    /// HTTP requests the switch has answered, all routes but `/metrics` itself.
-    pub async fn requests_served(&mut self) -> Result<u64> {
+    /// HTTP requests the switch has answered (all routes but `/metrics` itself) and, for a
+    /// durable switch, the journal syncs it has made.
+    pub async fn counters(&mut self) -> Result<Counters> {
         let text = self.metrics().await?;
-        let mut total = 0;
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix(REQUESTS) else {
-                continue;
-            };
-            let Some((route, value)) = rest.split_once("\"} ") else {
-                continue;
-            };
-            if route != "metrics" {
-                total += parse_count(value)?;
-            }
-        }
-        Ok(total)
+        let syncs = text
+            .lines()
+            .find_map(|line| line.strip_prefix(SYNCS))
+            .map(parse_count)
+            .transpose()?;
+        Ok(Counters {
+            requests: requests_served(&text)?,
+            syncs,
+        })
     }
 
     /// Transfers parked right now.
@@ -55,6 +55,32 @@ impl Probe {
         let body = self.connection.execute(&Request::Metrics).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// The switch's counters at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Counters {
+    /// HTTP requests answered, `/metrics` excepted.
+    pub requests: u64,
+    /// Journal syncs, if the switch is durable.
+    pub syncs: Option<u64>,
+}
+
+/// The per-route request counters of `/metrics` text, summed (`/metrics` itself excepted).
+fn requests_served(text: &str) -> Result<u64> {
+    let mut total = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(REQUESTS) else {
+            continue;
+        };
+        let Some((route, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        if route != "metrics" {
+            total += parse_count(value)?;
+        }
+    }
+    Ok(total)
 }
 
 /// A Prometheus sample value that holds a count (printed as an integer or a float).

@@ -5,22 +5,40 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::child::load_average;
-use crate::measure::Throughput;
+use crate::fsync::Syncs;
+use crate::measure::{Latencies, Throughput};
 use crate::scale::{Fanout, IdleCost, Memory};
-use crate::{Plan, Section, Storage, Transport};
+use crate::{Key, Plan, Section, Storage, Transport};
 
 /// Concurrency whose floor the fan-out figure is compared with (its senders' count).
 const FANOUT_FLOOR_CONCURRENCY: usize = 16;
+
+/// Switch CPU per RPC of the real pattern at one caller that issue 14 asks for, in µs.
+const REAL_CPU_TARGET_US: f64 = 60.0;
+
+/// NATS's broker CPU per request/reply at 16 callers on the same machine (issue 14), in µs:
+/// the target for the RPC cells at concurrency 16.
+const NATS_CPU_US: f64 = 27.0;
+
+/// fdatasync latencies a durable RPC at one caller may add to the in-memory p50: two syncs
+/// are on its critical path (the request's and the response's), plus a margin.
+const SYNCS_ALLOWED: f64 = 2.5;
 
 /// Everything one run measured.
 pub struct Report {
     plan: Plan,
     load_before: String,
     load_after: String,
-    /// Floor cells.
-    pub floor: Vec<(Transport, usize, Throughput)>,
+    /// Floor cells (storage always memory).
+    pub floor: Vec<(Key, Throughput)>,
     /// RPC cells.
-    pub rpc: Vec<(Transport, Storage, usize, Throughput)>,
+    pub rpc: Vec<(Key, Throughput)>,
+    /// Real-pattern cells.
+    pub real: Vec<(Key, Throughput)>,
+    /// `fdatasync` probes alone, one before each durable cell.
+    pub fsync: Vec<Syncs>,
+    /// `fdatasync` probes beside a spinning thread, one before each durable cell.
+    pub fsync_busy: Vec<Syncs>,
     /// The fan-out figure.
     pub fanout: Option<Fanout>,
     /// The send cost with and without idle waiters.
@@ -38,6 +56,9 @@ impl Report {
             load_after: String::new(),
             floor: Vec::new(),
             rpc: Vec::new(),
+            real: Vec::new(),
+            fsync: Vec::new(),
+            fsync_busy: Vec::new(),
             fanout: None,
             idle: None,
             memory: None,
@@ -59,6 +80,15 @@ impl Report {
         if self.plan.has(Section::Rpc) {
             self.rpc_table(&mut out);
         }
+        if self.plan.has(Section::Real) {
+            self.real_table(&mut out);
+        }
+        if self.plan.server_threads.len() > 1 {
+            self.threads_table(&mut out);
+        }
+        if !self.fsync.is_empty() {
+            self.durable_table(&mut out);
+        }
         if let Some(fanout) = &self.fanout {
             self.fanout_table(&mut out, fanout);
         }
@@ -79,17 +109,19 @@ impl Report {
         let _ = writeln!(
             out,
             "{} run: {:.2} s windows after {:.2} s warm-up; 100-byte bodies; {cores} cores; \
-             load average (1 min) {} at the start, {} at the end; server runtime worker \
-             threads: {}.\n",
+             load average (1 min) {} at the start, {} at the end; server runtime threads: \
+             {} (1 = current-thread runtime).\n",
             if self.plan.quick { "Quick" } else { "Full" },
             timing.window.as_secs_f64(),
             timing.warmup.as_secs_f64(),
             self.load_before,
             self.load_after,
-            self.plan.server_threads.map_or_else(
-                || "tokio's default (one per core)".to_owned(),
-                |n| n.to_string()
-            ),
+            self.plan
+                .server_threads
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
 
@@ -97,14 +129,17 @@ impl Report {
         let _ = writeln!(out, "## Floor: HTTP/1.1 keep-alive echo round trips\n");
         let _ = writeln!(
             out,
-            "| transport | conc | RT/s | p50 µs | p99 µs | echo CPU µs/RT | bench CPU µs/RT |"
+            "| transport | threads | conc | RT/s | p50 µs | p99 µs | echo CPU µs/RT | \
+             bench CPU µs/RT |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-        for (transport, concurrency, floor) in &self.floor {
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (key, floor) in &self.floor {
             let _ = writeln!(
                 out,
-                "| {} | {concurrency} | {:.0} | {} | {} | {} | {} |",
-                transport_name(*transport),
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                transport_name(key.transport),
+                key.threads,
+                key.concurrency,
                 floor.per_second(),
                 micros(floor.latency.p50()),
                 micros(floor.latency.p99()),
@@ -124,24 +159,27 @@ impl Report {
             out,
             "Ratios are to the floor cell of the same transport and concurrency: RPC/s ÷ \
              floor RT/s, p50 ÷ floor p50 (= the RPC in floor round trips), p99 ÷ floor p99, \
-             switch CPU ÷ echo-server CPU per round trip.\n"
+             switch CPU ÷ echo-server CPU per round trip (echo server with the same runtime \
+             threads).\n"
         );
         let _ = writeln!(
             out,
-            "| transport | statedir | conc | RPC/s | ÷ floor | p50 µs | ÷ floor | p99 µs | \
-             ÷ floor | switch CPU µs/RPC | ÷ echo | bench CPU µs/RPC | HTTP req/RPC |"
+            "| transport | threads | statedir | conc | RPC/s | ÷ floor | p50 µs | ÷ floor | \
+             p99 µs | ÷ floor | switch CPU µs/RPC | ÷ echo | bench CPU µs/RPC | HTTP req/RPC |"
         );
         let _ = writeln!(
             out,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
-        for (transport, storage, concurrency, rpc) in &self.rpc {
-            let floor = self.floor_of(*transport, *concurrency);
+        for (key, rpc) in &self.rpc {
+            let floor = self.floor_of(key);
             let _ = writeln!(
                 out,
-                "| {} | {} | {concurrency} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                transport_name(*transport),
-                storage_name(*storage),
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                transport_name(key.transport),
+                key.threads,
+                storage_name(key.storage),
+                key.concurrency,
                 rpc.per_second(),
                 ratio(rpc.per_second(), floor.map(Throughput::per_second)),
                 micros(rpc.latency.p50()),
@@ -154,15 +192,208 @@ impl Report {
                     floor.map(Throughput::server_cpu_per_operation)
                 ),
                 micros(rpc.client_cpu_per_operation()),
-                rpc.requests_per_operation
-                    .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}")),
+                requests_per_rpc(rpc),
             );
         }
         out.push('\n');
     }
 
+    fn real_table(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "## The real clients' pattern: RPC as the OCaml library makes it (Unix)\n"
+        );
+        let _ = writeln!(
+            out,
+            "Per RPC: the caller's CreatePersistent and Send on one connection, the service's \
+             Transfer, its response Send and its Ack on a shared reply connection, the \
+             caller's listener's Transfer and Ack (7 exchanges; fewer per RPC when a Transfer \
+             returns several messages). \"CPU µs/exchange\" is the switch's CPU per RPC ÷ the \
+             HTTP requests it served per RPC; \"echo µs/RT\" is the echo server's CPU per \
+             round trip at the same concurrency and threads, and \"÷ echo\" their ratio.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| threads | statedir | callers | RPC/s | p50 µs | p99 µs | max ms | \
+             switch CPU µs/RPC | HTTP req/RPC | switch CPU µs/exchange | echo µs/RT | ÷ echo | \
+             bench CPU µs/RPC |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (key, real) in &self.real {
+            let floor = self.floor_of(key).map(Throughput::server_cpu_per_operation);
+            let per_exchange = per_exchange(real);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                key.threads,
+                storage_name(key.storage),
+                key.concurrency,
+                real.per_second(),
+                micros(real.latency.p50()),
+                micros(real.latency.p99()),
+                millis(real.latency.quantile(1.0)),
+                micros(real.server_cpu_per_operation()),
+                requests_per_rpc(real),
+                per_exchange.map_or_else(|| "–".to_owned(), micros),
+                floor.map_or_else(|| "–".to_owned(), micros),
+                per_exchange.map_or_else(|| "–".to_owned(), |e| ratio_of(e, floor)),
+                micros(real.client_cpu_per_operation()),
+            );
+        }
+        out.push('\n');
+    }
+
+    /// Every cell at another thread count against the same cell at the first (the default).
+    fn threads_table(&self, out: &mut String) {
+        let base = self.plan.threads();
+        let _ = writeln!(
+            out,
+            "## Runtime threads: each cell against the same cell with {base} thread(s)\n"
+        );
+        let _ = writeln!(
+            out,
+            "Ratios of the same run (cells interleaved): above 1 means more for the other \
+             thread count.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| workload | transport | statedir | conc | threads | RPC/s ratio | p50 ratio | \
+             switch CPU/RPC ratio | switch CPU µs/RPC ({base} / other) |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+        let workloads = [
+            ("floor", &self.floor),
+            ("rpc", &self.rpc),
+            ("real", &self.real),
+        ];
+        for (name, cells) in workloads {
+            for (key, other) in cells.iter().filter(|(k, _)| k.threads != base) {
+                let base_key = Key {
+                    threads: base,
+                    ..*key
+                };
+                let Some((_, first)) = cells.iter().find(|(k, _)| *k == base_key) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    transport_name(key.transport),
+                    storage_name(key.storage),
+                    key.concurrency,
+                    key.threads,
+                    ratio(other.per_second(), Some(first.per_second())),
+                    ratio_of(other.latency.p50(), Some(first.latency.p50())),
+                    ratio_of(
+                        other.server_cpu_per_operation(),
+                        Some(first.server_cpu_per_operation())
+                    ),
+                    micros(first.server_cpu_per_operation()),
+                    micros(other.server_cpu_per_operation()),
+                );
+            }
+        }
+        out.push('\n');
+    }
+
+    /// The disk's floor, and every durable cell against its in-memory twin.
+    fn durable_table(&self, out: &mut String) {
+        let fsync = latencies(&self.fsync);
+        let sync_cpu = cpu_per_sync(&self.fsync);
+        let _ = writeln!(out, "## Durable cells against the disk\n");
+        let _ = writeln!(
+            out,
+            "`fdatasync` of a 160-byte append in the scratch directory (where the state \
+             directories are), probed for an eighth of a window before each durable cell, \
+             alone and then beside a spinning thread. On a virtual machine an idle CPU makes \
+             the sync's completion wait for the host to run it again: a switch waiting for its \
+             journal with nothing else to do (one caller) is in the first case, a busy one in \
+             the second.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| probe | syncs | p50 µs | p99 µs | max ms | CPU µs/sync |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for (name, probes) in [
+            ("alone", &self.fsync),
+            ("beside a busy thread", &self.fsync_busy),
+        ] {
+            let measured = latencies(probes);
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} |",
+                measured.count(),
+                micros(measured.p50()),
+                micros(measured.p99()),
+                millis(measured.quantile(1.0)),
+                micros(cpu_per_sync(probes)),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nEach durable cell against the in-memory cell of the same workload, transport, \
+             callers and threads. \"syncs/RPC\" are the switch's journal syncs per RPC; \
+             \"model\" is the in-memory CPU per RPC + syncs/RPC × the probe's CPU per sync \
+             (alone), to compare with the measured durable CPU per RPC. \"bound\" is the \
+             in-memory p50 + {SYNCS_ALLOWED} × the lone probe's p50. \"max ms\" is the \
+             longest call in each window (the switches compact every {} MiB of \
+             journal).\n",
+            self.plan.compaction_bytes_min >> 20,
+        );
+        let _ = writeln!(
+            out,
+            "| workload | transport | threads | conc | RPC/s ÷ memory | switch CPU ÷ memory | \
+             syncs/RPC | CPU µs/RPC durable / model | p50 µs memory / durable | bound µs | \
+             durable p50 ÷ bound | max ms memory / durable |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (name, cells) in [("rpc", &self.rpc), ("real", &self.real)] {
+            for (key, durable) in cells.iter().filter(|(k, _)| k.storage == Storage::Statedir) {
+                let memory_key = Key {
+                    storage: Storage::Memory,
+                    ..*key
+                };
+                let Some((_, memory)) = cells.iter().find(|(k, _)| *k == memory_key) else {
+                    continue;
+                };
+                let bound = memory.latency.p50() + fsync.p50().mul_f64(SYNCS_ALLOWED);
+                let syncs = durable.syncs_per_operation.unwrap_or(0.0);
+                let model = memory.server_cpu_per_operation() + sync_cpu.mul_f64(syncs);
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} | {} | {} | {} | {syncs:.2} | {} / {} | {} / {} | {} | {} \
+                     | {} / {} |",
+                    transport_name(key.transport),
+                    key.threads,
+                    key.concurrency,
+                    ratio(durable.per_second(), Some(memory.per_second())),
+                    ratio_of(
+                        durable.server_cpu_per_operation(),
+                        Some(memory.server_cpu_per_operation())
+                    ),
+                    micros(durable.server_cpu_per_operation()),
+                    micros(model),
+                    micros(memory.latency.p50()),
+                    micros(durable.latency.p50()),
+                    micros(bound),
+                    ratio_of(durable.latency.p50(), Some(bound)),
+                    millis(memory.latency.quantile(1.0)),
+                    millis(durable.latency.quantile(1.0)),
+                );
+            }
+        }
+        out.push('\n');
+    }
+
     fn fanout_table(&self, out: &mut String, fanout: &Fanout) {
-        let floor = self.floor_of(Transport::Unix, FANOUT_FLOOR_CONCURRENCY);
+        let floor = self.floor_of(&self.key(FANOUT_FLOOR_CONCURRENCY));
         let per_second = fanout.delivered as f64 / fanout.cpu.elapsed.as_secs_f64().max(1e-9);
         let cpu = crate::measure::per_operation(fanout.cpu.server, fanout.delivered);
         let _ = writeln!(
@@ -197,7 +428,7 @@ impl Report {
     }
 
     fn idle_table(&self, out: &mut String, idle: &IdleCost) {
-        let floor = self.floor_of(Transport::Unix, 1);
+        let floor = self.floor_of(&self.key(1));
         let _ = writeln!(
             out,
             "## A Send with {} idle Transfers parked on other queues, against none\n",
@@ -242,39 +473,24 @@ impl Report {
     }
 
     fn targets(&self, out: &mut String) {
-        let mut rows: Vec<(String, String, &str, Option<bool>)> = Vec::new();
-        let rpc_of = |transport, concurrency| {
-            self.rpc
-                .iter()
-                .find(|(t, s, c, _)| *t == transport && *s == Storage::Memory && *c == concurrency)
-        };
-        if let (Some((.., rpc)), Some(floor)) = (
-            rpc_of(Transport::Unix, 1),
-            self.floor_of(Transport::Unix, 1),
-        ) {
-            let rts = ratio_value(rpc.latency.p50(), floor.latency.p50());
-            rows.push((
-                "RPC at concurrency 1, Unix: p50 in floor round trips".into(),
-                format!("{rts:.2}"),
-                "≤ 4",
-                Some(rts <= 4.0),
-            ));
-        }
-        for (transport, storage, concurrency, rpc) in &self.rpc {
-            if *concurrency == 16 {
+        let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+        let threads = self.plan.threads();
+        self.real_targets(threads, &mut rows);
+        for (key, rpc) in &self.rpc {
+            if key.concurrency == 16 && key.threads == threads && key.storage == Storage::Memory {
                 let cpu = rpc.server_cpu_per_operation().as_secs_f64() * 1e6;
                 rows.push((
                     format!(
-                        "switch CPU per RPC at concurrency 16, {}, {}",
-                        transport_name(*transport),
-                        storage_name(*storage)
+                        "RPC, 16 callers, {}: switch CPU per RPC (NATS's)",
+                        transport_name(key.transport)
                     ),
                     format!("{cpu:.1} µs"),
-                    "≤ 20 µs",
-                    Some(cpu <= 20.0),
+                    format!("≤ {NATS_CPU_US} µs"),
+                    cpu <= NATS_CPU_US,
                 ));
             }
         }
+        self.durable_targets(threads, &mut rows);
         if let Some(idle) = &self.idle {
             let latency = ratio_value(idle.with.latency.p50(), idle.without.latency.p50());
             let cpu = ratio_value(
@@ -284,14 +500,14 @@ impl Report {
             rows.push((
                 format!("Send with {} idle waiters ÷ none: p50 latency", idle.idle),
                 format!("{latency:.2}"),
-                "≤ 1.2",
-                Some(latency <= 1.2),
+                "≤ 1.2".into(),
+                latency <= 1.2,
             ));
             rows.push((
                 format!("Send with {} idle waiters ÷ none: switch CPU", idle.idle),
                 format!("{cpu:.2}"),
-                "≤ 1.2",
-                Some(cpu <= 1.2),
+                "≤ 1.2".into(),
+                cpu <= 1.2,
             ));
         }
         if let Some(memory) = &self.memory {
@@ -299,33 +515,167 @@ impl Report {
             rows.push((
                 format!("overhead per queued message ({} messages)", memory.messages),
                 format!("{overhead:.0} B"),
-                "≤ 300 B",
-                Some(overhead <= 300.0),
+                "≤ 300 B".into(),
+                overhead <= 300.0,
             ));
         }
         if rows.is_empty() {
             return;
         }
-        let _ = writeln!(out, "## Targets (issue 6)\n");
+        let _ = writeln!(
+            out,
+            "## Targets (issue 14; the last three from issue 6), with {threads} runtime \
+             thread(s)\n"
+        );
         let _ = writeln!(out, "| target | measured | goal | met |");
         let _ = writeln!(out, "|---|---:|---:|---|");
         for (what, measured, goal, met) in rows {
-            let met = match met {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "–",
-            };
+            let met = if met { "yes" } else { "**no**" };
             let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
         }
         out.push('\n');
     }
 
-    fn floor_of(&self, transport: Transport, concurrency: usize) -> Option<&Throughput> {
+    fn real_targets(&self, threads: u16, rows: &mut Vec<(String, String, String, bool)>) {
+        let key = Key {
+            storage: Storage::Memory,
+            ..self.key(1)
+        };
+        let key = Key { threads, ..key };
+        let Some((_, real)) = self.real.iter().find(|(k, _)| *k == key) else {
+            return;
+        };
+        let cpu = real.server_cpu_per_operation().as_secs_f64() * 1e6;
+        let echo = self
+            .floor_of(&key)
+            .map(|f| {
+                format!(
+                    " (echo: {} µs per exchange)",
+                    micros(f.server_cpu_per_operation())
+                )
+            })
+            .unwrap_or_default();
+        rows.push((
+            format!("real pattern, 1 caller: switch CPU per RPC{echo}"),
+            format!("{cpu:.1} µs"),
+            format!("≤ {REAL_CPU_TARGET_US} µs"),
+            cpu <= REAL_CPU_TARGET_US,
+        ));
+    }
+
+    fn durable_targets(&self, threads: u16, rows: &mut Vec<(String, String, String, bool)>) {
+        let fsync = latencies(&self.fsync);
+        for (name, cells) in [("RPC", &self.rpc), ("real pattern", &self.real)] {
+            let cell = |storage, concurrency| {
+                cells
+                    .iter()
+                    .find(|(k, _)| {
+                        k.transport == Transport::Unix
+                            && k.threads == threads
+                            && k.storage == storage
+                            && k.concurrency == concurrency
+                    })
+                    .map(|(_, cell)| cell)
+            };
+            if let (Some(memory), Some(durable)) =
+                (cell(Storage::Memory, 16), cell(Storage::Statedir, 16))
+            {
+                let throughput = durable.per_second() / memory.per_second().max(1e-9);
+                let cpu = ratio_value(
+                    durable.server_cpu_per_operation(),
+                    memory.server_cpu_per_operation(),
+                );
+                rows.push((
+                    format!("{name}, 16 callers, Unix: durable RPC/s ÷ in-memory"),
+                    format!("{throughput:.2}"),
+                    "≥ 0.6".into(),
+                    throughput >= 0.6,
+                ));
+                rows.push((
+                    format!("{name}, 16 callers, Unix: durable switch CPU/RPC ÷ in-memory"),
+                    format!("{cpu:.2}"),
+                    "≤ 1.5".into(),
+                    cpu <= 1.5,
+                ));
+            }
+            if let (Some(memory), Some(durable), false) = (
+                cell(Storage::Memory, 1),
+                cell(Storage::Statedir, 1),
+                self.fsync.is_empty(),
+            ) {
+                let bound = memory.latency.p50() + fsync.p50().mul_f64(SYNCS_ALLOWED);
+                rows.push((
+                    format!(
+                        "{name}, 1 caller, Unix: durable p50 (bound: memory p50 + \
+                         {SYNCS_ALLOWED} × lone fdatasync p50)"
+                    ),
+                    format!("{} µs", micros(durable.latency.p50())),
+                    format!("≤ {} µs", micros(bound)),
+                    durable.latency.p50() <= bound,
+                ));
+            }
+            let longest = cells
+                .iter()
+                .filter(|(k, _)| k.storage == Storage::Statedir)
+                .map(|(_, cell)| cell.latency.quantile(1.0))
+                .max();
+            if let Some(longest) = longest {
+                rows.push((
+                    format!("{name}, durable cells: longest call (compaction included)"),
+                    format!("{} ms", millis(longest)),
+                    "≤ 50 ms".into(),
+                    longest <= std::time::Duration::from_millis(50),
+                ));
+            }
+        }
+    }
+
+    /// The Unix, in-memory key at `concurrency` with the first thread count: the floor of
+    /// the sections that run once.
+    fn key(&self, concurrency: usize) -> Key {
+        Key {
+            transport: Transport::Unix,
+            storage: Storage::Memory,
+            concurrency,
+            threads: self.plan.threads(),
+        }
+    }
+
+    /// The floor cell of the same transport, concurrency and threads as `key`.
+    fn floor_of(&self, key: &Key) -> Option<&Throughput> {
+        let floor_key = Key {
+            storage: Storage::Memory,
+            ..*key
+        };
         self.floor
             .iter()
-            .find(|(t, c, _)| *t == transport && *c == concurrency)
-            .map(|(_, _, floor)| floor)
+            .find(|(k, _)| *k == floor_key)
+            .map(|(_, floor)| floor)
     }
+}
+
+/// Every `fdatasync` the probes timed.
+fn latencies(probes: &[Syncs]) -> Latencies {
+    Latencies::from_samples(probes.iter().map(|p| p.latencies_ns.clone()))
+}
+
+/// The CPU the kernel charged per probed `fdatasync`.
+fn cpu_per_sync(probes: &[Syncs]) -> Duration {
+    let cpu = probes.iter().map(|p| p.cpu).sum();
+    let syncs = probes.iter().map(|p| p.latencies_ns.len() as u64).sum();
+    crate::measure::per_operation(cpu, syncs)
+}
+
+/// HTTP requests the switch served per RPC, as text.
+fn requests_per_rpc(cell: &Throughput) -> String {
+    cell.requests_per_operation
+        .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// The switch's CPU per HTTP exchange of an RPC cell.
+fn per_exchange(cell: &Throughput) -> Option<Duration> {
+    let requests = cell.requests_per_operation.filter(|r| *r > 0.0)?;
+    Some(cell.server_cpu_per_operation().div_f64(requests))
 }
 
 fn memory_table(out: &mut String, memory: &Memory) {

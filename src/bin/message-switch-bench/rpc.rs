@@ -1,6 +1,7 @@
 //! The round-trip workloads: the floor (echo round trips) and RPC through the switch with the
 //! crate's own client pair (`Client::call` callers and a `serve` responder).
 
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ pub const PAYLOAD: &[u8] =
 const _: () = assert!(PAYLOAD.len() == 100);
 
 /// A call that takes longer than this fails the run: something is broken, not slow.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The 100-byte payload.
 pub fn payload() -> Bytes {
@@ -96,22 +97,63 @@ pub async fn rpc<C: Connector>(
         let config = client_config(format!("bench-caller:{tag}.{index}"));
         connecting.spawn(Client::connect(connector.clone(), config));
     }
-    let mut clients = Vec::with_capacity(concurrency);
+    let mut callers = Vec::with_capacity(concurrency);
     while let Some(client) = connecting.join_next().await {
-        clients.push(client?.context("a caller cannot connect")?);
+        callers.push(LibraryCaller {
+            client: client?.context("a caller cannot connect")?,
+            queue: queue.clone(),
+        });
     }
-    let mut probe = Probe::open(&connector).await?;
-    let requests_before = probe.requests_served().await?;
+    let measured = measure_calls(&connector, switch_pid, timing, callers).await;
+    // Dropping the JoinSet stops the responder and its handlers.
+    drop(service);
+    measured
+}
+
+/// One caller of an RPC workload: each [`Caller::call`] is one complete RPC (request sent,
+/// response received and checked).
+pub trait Caller: Send + 'static {
+    /// Makes one RPC; an error fails the cell.
+    fn call(&mut self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A caller using the crate's own client library (`Client::call`).
+struct LibraryCaller<C: Connector> {
+    client: Client<C>,
+    queue: QueueName,
+}
+
+impl<C: Connector> Caller for LibraryCaller<C> {
+    async fn call(&mut self) -> Result<()> {
+        let response = self
+            .client
+            .call(&self.queue, payload(), Some(CALL_TIMEOUT))
+            .await?;
+        ensure!(response.len() == PAYLOAD.len(), "wrong response");
+        Ok(())
+    }
+}
+
+/// Runs `callers` (their service already serving), each making one call after another, and
+/// measures one window: calls per second, their latencies, the switch's CPU, and how many
+/// HTTP requests the switch served and journal syncs it made per call (from its `/metrics`,
+/// read through `connector`, over the whole cell).
+pub async fn measure_calls<C: Connector, K: Caller>(
+    connector: &C,
+    switch_pid: u32,
+    timing: Timing,
+    callers: Vec<K>,
+) -> Result<Throughput> {
+    let mut probe = Probe::open(connector).await?;
+    let before = probe.counters().await?;
     let flags = Arc::new(Flags::default());
     let mut workers = JoinSet::new();
-    for client in clients {
+    for mut caller in callers {
         let mut recorder = Recorder::new(&flags);
-        let queue = queue.clone();
         workers.spawn(async move {
             while recorder.running() {
                 let start = Instant::now();
-                let response = client.call(&queue, payload(), Some(CALL_TIMEOUT)).await?;
-                ensure!(response.len() == PAYLOAD.len(), "wrong response");
+                caller.call().await?;
                 recorder.record(start);
             }
             Ok(recorder.into_samples())
@@ -119,12 +161,14 @@ pub async fn rpc<C: Connector>(
     }
     let cpu = run_window(&flags, timing, switch_pid).await?;
     let samples = join_samples(workers).await?;
-    let requests = probe.requests_served().await? - requests_before;
-    // Dropping the JoinSet stops the responder and its handlers.
-    drop(service);
-    let calls: u64 = samples.iter().map(|s| s.operations).sum();
+    let after = probe.counters().await?;
+    let calls = samples.iter().map(|s| s.operations).sum::<u64>().max(1) as f64;
     let mut measured = Throughput::new(samples, cpu);
-    measured.requests_per_operation = Some(requests as f64 / calls.max(1) as f64);
+    measured.requests_per_operation = Some((after.requests - before.requests) as f64 / calls);
+    measured.syncs_per_operation = after
+        .syncs
+        .zip(before.syncs)
+        .map(|(after, before)| (after - before) as f64 / calls);
     Ok(measured)
 }
 

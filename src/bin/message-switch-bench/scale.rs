@@ -398,6 +398,7 @@ impl Sender {
             latency: Latencies::from_samples([self.samples_ns]),
             cpu: self.cpu,
             requests_per_operation: None,
+            syncs_per_operation: None,
         }
     }
 }
