@@ -18,6 +18,7 @@
 //! of a Send with idle waiters, memory. The report (Markdown) goes to stdout, progress to
 //! stderr.
 
+mod abuse;
 mod child;
 mod echo;
 mod measure;
@@ -94,6 +95,15 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     fanout_queues: usize,
 
+    /// Scale of the abuse scenarios (`--only abuse`): 1 is the full figures of
+    /// docs/reliability.md; tests/abuse.rs runs a small fraction.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    abuse_scale: f64,
+
+    /// Which abuse scenarios to run (numbers 1-6 of docs/reliability.md). Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    abuse_scenarios: Vec<u8>,
+
     /// Worker threads of the switch's and the echo server's runtimes (passed to both as
     /// `TOKIO_WORKER_THREADS`). Default: tokio's, one per core.
     #[arg(long, value_name = "N")]
@@ -124,6 +134,8 @@ pub enum Section {
     Idle,
     /// RSS with many stored messages.
     Memory,
+    /// Hostile and overloaded clients (not run by default: `--only abuse`).
+    Abuse,
 }
 
 /// How the load generator reaches a server.
@@ -167,6 +179,10 @@ pub struct Plan {
     pub fanout_queues: usize,
     /// Worker threads of the servers' runtimes, if not tokio's default.
     pub server_threads: Option<usize>,
+    /// Scale of the abuse scenarios.
+    pub abuse_scale: f64,
+    /// Abuse scenarios to run (all if empty).
+    pub abuse_scenarios: Vec<u8>,
 }
 
 impl Plan {
@@ -240,6 +256,8 @@ fn plan(args: &Args) -> Plan {
         idle: args.idle,
         fanout_queues: args.fanout_queues,
         server_threads: args.server_threads,
+        abuse_scale: args.abuse_scale,
+        abuse_scenarios: args.abuse_scenarios.clone(),
     }
 }
 
@@ -315,6 +333,16 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
         report.memory =
             Some(scale::memory(connector, &switch, plan.messages, MEMORY_SENDERS).await?);
         stop_switch(switch).await?;
+    }
+    if plan.has(Section::Abuse) {
+        let abuse = abuse::run(
+            switch_binary,
+            &scratch,
+            abuse::Scale(plan.abuse_scale),
+            &plan.abuse_scenarios,
+        )
+        .await?;
+        print!("{abuse}");
     }
     report.finish();
     Ok(report)
