@@ -736,13 +736,20 @@ async fn descriptors(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resul
     // Past one logging interval (10 s) at full scale.
     let hold = Duration::from_secs_f64((12.0 * scale.0).clamp(2.0, 12.0));
     let exhausting = async {
-        let mut streams = Vec::with_capacity(connections);
+        // Past the switch's descriptors the kernel still completes connections into the
+        // listen backlog, until that is full too; the rest time out. All at once, so that
+        // the timeouts overlap.
+        let mut connecting = JoinSet::new();
         for _ in 0..connections {
-            // Past the switch's descriptors the kernel still completes connections into the
-            // listen backlog, until that is full too.
-            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(tcp)).await {
-                Ok(Ok(stream)) => streams.push(stream),
-                Ok(Err(_)) | Err(_) => {}
+            connecting.spawn(tokio::time::timeout(
+                Duration::from_secs(1),
+                TcpStream::connect(tcp),
+            ));
+        }
+        let mut streams = Vec::with_capacity(connections);
+        while let Some(connected) = connecting.join_next().await {
+            if let Ok(Ok(Ok(stream))) = connected {
+                streams.push(stream);
             }
         }
         // Keep the switch out of descriptors past one logging interval.
