@@ -336,7 +336,7 @@ async fn session<C: Connector>(connector: &C, token: String) -> Result<Connectio
     Ok(connection)
 }
 
-/// 1. Four connections send requests to one queue as fast as they can, past the switch's
+/// Scenario 1: Four connections send requests to one queue as fast as they can, past the switch's
 /// stored-bytes limit.
 async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     const FLOODERS: usize = 4;
@@ -451,7 +451,7 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
     Ok(outcome)
 }
 
-/// 2. Connections park a Transfer on a busy queue and never read the reply, or stop halfway
+/// Scenario 2: Connections park a Transfer on a busy queue and never read the reply, or stop halfway
 /// through a 4 MiB one; a healthy listener must still get every message.
 async fn never_read(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     const MESSAGE_BYTES: usize = 4 << 20;
@@ -538,7 +538,7 @@ async fn never_read(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result
     Ok(outcome)
 }
 
-/// 3. Connections send one byte of a request line per second; the connection limit and the
+/// Scenario 3: Connections send one byte of a request line per second; the connection limit and the
 /// request-head timeout must protect the switch, and an idle session must survive.
 async fn slow_headers(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     const HEAD_TIMEOUT_S: u64 = 5;
@@ -581,14 +581,12 @@ async fn slow_headers(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resu
                         return;
                     }
                     let mut byte = [0u8; 1];
-                    match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await
-                    {
-                        Ok(Ok(0) | Err(_)) => {
-                            closed.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        // A 429 (over the limit) is read here too; the close follows.
-                        Ok(Ok(_)) | Err(_) => {}
+                    // A 429 (over the limit) may be read here first; the close follows.
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await;
+                    if let Ok(Ok(0) | Err(_)) = read {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        return;
                     }
                 }
             });
@@ -619,7 +617,7 @@ async fn slow_headers(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resu
     Ok(outcome)
 }
 
-/// 4. Connect, log in, create a transient queue, close: the switch must return to its
+/// Scenario 4: Connect, log in, create a transient queue, close: the switch must return to its
 /// baseline.
 async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     let cycles = scale.of(50_000, 500);
@@ -721,7 +719,7 @@ impl Baseline {
     }
 }
 
-/// 5. The switch under `ulimit -n 256` gets more connections than it has descriptors: it
+/// Scenario 5: The switch under `ulimit -n 256` gets more connections than it has descriptors: it
 /// keeps serving what it has, logs once per interval, and recovers.
 async fn descriptors(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     const FILES_MAX: u64 = 256;
@@ -807,7 +805,7 @@ async fn descriptors(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resul
     Ok(outcome)
 }
 
-/// 6. Many idle sessions, each with a connection and a parked Transfer: the memory each costs.
+/// Scenario 6: Many idle sessions, each with a connection and a parked Transfer: the memory each costs.
 async fn idle_sessions(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     let sessions = scale.of(10_000, 200);
     progress(&format!("idle sessions: {sessions}"));
