@@ -108,3 +108,65 @@ async fn a_slow_body_gets_408() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
 }
+
+/// A large Transfer reply is streamed (so a reader that never reads pins little), yet it goes
+/// out with a `content-length`, like the original's, and decodes to what was sent.
+#[tokio::test]
+async fn a_streamed_transfer_reply_keeps_its_content_length() {
+    use message_switch::protocol::TransferReply;
+
+    let (_switch, address) = switch_with_head_timeout(Duration::from_secs(60)).await;
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    for request in [
+        &b"GET /login/big HTTP/1.1\r\nhost: t\r\n\r\n"[..],
+        b"GET /persistent/big HTTP/1.1\r\nhost: t\r\n\r\n",
+    ] {
+        let reply = exchange(&mut stream, request).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let payload: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let head = format!(
+        "POST /request/big/big HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let sent = exchange(&mut stream, &payload).await;
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    let body = br#"{"timeout":0.0,"queues":["big"]}"#;
+    let head = format!(
+        "POST /transfer HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut response = Vec::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let (head_end, length) = loop {
+        let read = stream.read(&mut buffer).await.expect("read");
+        assert!(read > 0, "the switch closed the connection");
+        response.extend_from_slice(&buffer[..read]);
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&response[..end]).to_lowercase();
+            assert!(!head.contains("transfer-encoding"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .expect("a number");
+            break (end + 4, length);
+        }
+    };
+    while response.len() < head_end + length {
+        let read = stream.read(&mut buffer).await.expect("read");
+        assert!(read > 0, "the body was cut short");
+        response.extend_from_slice(&buffer[..read]);
+    }
+    let reply = TransferReply::decode(&response[head_end..]).expect("a Transfer reply");
+    assert_eq!(reply.messages.len(), 1);
+    assert!(
+        reply.messages[0].1.payload == payload,
+        "the payload came back intact"
+    );
+}

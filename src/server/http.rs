@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::server::conn::http1;
@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::driver::Command;
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
+use super::transfer_body::TransferBody;
 use super::{web, Shared};
 use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, RouteError};
@@ -123,7 +124,7 @@ async fn handle(
     connection: ConnectionId,
     over_limit: bool,
     request: hyper::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     if over_limit {
         let mut response = text(
             StatusCode::TOO_MANY_REQUESTS,
@@ -135,7 +136,7 @@ async fn handle(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return whole(response);
     }
     let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
@@ -147,7 +148,7 @@ async fn handle(
     .await
     {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return whole(response),
     };
     let path = parts.uri.path();
     let (route, response) = match Request::route(parts.method.as_str(), path, body) {
@@ -155,7 +156,10 @@ async fn handle(
             let route = Route::of(&request);
             (route, dispatch(&shared, connection, request).await)
         }
-        Err(error) => (Route::Invalid, route_error(error, &parts.headers, path)),
+        Err(error) => (
+            Route::Invalid,
+            whole(route_error(error, &parts.headers, path)),
+        ),
     };
     shared.http_metrics.observe(route, started.elapsed());
     response
@@ -182,11 +186,11 @@ async fn dispatch(
     shared: &Shared,
     connection: ConnectionId,
     request: Request,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     match request {
-        Request::Web(segments) => web::console(&segments),
-        Request::Metrics => metrics_page(shared).await,
-        Request::Health => health(shared),
+        Request::Web(segments) => whole(web::console(&segments)),
+        Request::Metrics => whole(metrics_page(shared).await),
+        Request::Health => whole(health(shared)),
         request => ask_engine(shared, connection, request).await,
     }
 }
@@ -195,12 +199,12 @@ async fn ask_engine(
     shared: &Shared,
     connection: ConnectionId,
     request: Request,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     let shutting_down = || {
-        text(
+        whole(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the switch is shutting down",
-        )
+        ))
     };
     let (reply_sender, reply_receiver) = oneshot::channel();
     let command = Command::Request {
@@ -212,7 +216,10 @@ async fn ask_engine(
         return shutting_down();
     }
     match reply_receiver.await {
-        Ok(reply) => encode(&reply),
+        Ok(Reply::Transfer(transfer)) if TransferBody::worth_streaming(&transfer) => {
+            Response::new(Either::Right(TransferBody::new(transfer)))
+        }
+        Ok(reply) => whole(encode(&reply)),
         Err(_) => shutting_down(),
     }
 }
@@ -318,6 +325,12 @@ fn encode(reply: &Reply) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
+}
+
+/// A response encoded whole. Response bodies are either that or, for a large Transfer reply,
+/// streamed ([`TransferBody`]).
+fn whole(response: Response<Full<Bytes>>) -> Response<Either<Full<Bytes>, TransferBody>> {
+    response.map(Either::Left)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {

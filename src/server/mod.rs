@@ -16,6 +16,7 @@ mod durable;
 mod head_timeout;
 mod http;
 mod metrics;
+mod transfer_body;
 mod web;
 
 pub use metrics::Histogram;
