@@ -811,7 +811,7 @@ async fn descriptors(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resul
 
 /// Scenario 6: Many idle sessions, each with a connection and a parked Transfer: the memory each costs.
 async fn idle_sessions(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
-    let sessions = scale.of(10_000, 200);
+    let sessions = scale.of(10_000, 1_000);
     progress(&format!("idle sessions: {sessions}"));
     let target = Target::start(
         binary,
