@@ -101,6 +101,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Config::default().connections_max)]
     pub connections_max: usize,
 
+    /// Seconds a connection may take to send a request head once it has started one (and
+    /// then its body); slower ones are closed. Idle connections are never timed out. 0: no
+    /// limit.
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = Config::default().request_head_timeout.map_or(0.0, |t| t.as_secs_f64()))]
+    pub request_head_timeout: f64,
+
     /// Most queues given their own series in /metrics (the deepest ones).
     #[arg(long, value_name = "N", default_value_t = Config::default().metrics_queues_max)]
     pub metrics_queues_max: usize,
@@ -141,6 +148,9 @@ impl Args {
 
     /// The server configuration these options describe, or why they are inconsistent.
     pub fn config(&self) -> Result<Config, String> {
+        if !(self.request_head_timeout.is_finite() && self.request_head_timeout >= 0.0) {
+            return Err("--request-head-timeout must be a non-negative number of seconds".into());
+        }
         if !(self.wait_timeout_max.is_finite() && self.wait_timeout_max >= 0.0) {
             return Err("--wait-timeout-max must be a non-negative number of seconds".into());
         }
@@ -166,6 +176,8 @@ impl Args {
             },
             body_bytes_max: self.body_bytes_max,
             connections_max: self.connections_max,
+            request_head_timeout: (self.request_head_timeout > 0.0)
+                .then(|| Duration::from_secs_f64(self.request_head_timeout)),
             metrics_queues_max: self.metrics_queues_max,
             journal: store::Options {
                 compaction_bytes_min: self.compaction_bytes_min,

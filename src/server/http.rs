@@ -4,9 +4,10 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::server::conn::http1;
@@ -17,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::driver::Command;
+use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
+use super::transfer_body::TransferBody;
 use super::{web, Shared};
 use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, RouteError};
@@ -25,6 +28,10 @@ use crate::store::StatsHandle;
 
 /// The reference's body for a request that failed while being handled (cohttp's text).
 const INTERNAL_ERROR: &str = "Error: Internal Server Error";
+
+/// The longest a connection over the connection limit is kept, from its accept, to deliver
+/// its 429: it holds a descriptor and a slot of nothing useful.
+const OVER_LIMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one accepted connection until the peer closes it or the switch shuts down, then
 /// tells the driver, which cleans up the connection's session.
@@ -45,14 +52,34 @@ where
     {
         return;
     }
+    let tracker = Arc::new(RequestTracker::default());
+    let head_timeout = if over_limit {
+        Some(
+            shared
+                .config
+                .request_head_timeout
+                .map_or(OVER_LIMIT_TIMEOUT, |limit| limit.min(OVER_LIMIT_TIMEOUT)),
+        )
+    } else {
+        shared.config.request_head_timeout
+    };
+    let io = HeadTimeoutIo::new(io, head_timeout, tracker.clone(), over_limit);
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(handle(shared, connection, over_limit, request).await) }
+        // The head is complete: stop its timer until this request has been answered.
+        let serving = Serving::start(&tracker);
+        async move {
+            let response = handle(shared, connection, over_limit, request).await;
+            drop(serving);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = http1::Builder::new();
     // Sessions live on connections, so idle keep-alive connections must never be timed out,
-    // and a blocked Transfer must notice the peer's EOF at once (no half-close).
+    // and a blocked Transfer must notice the peer's EOF at once (no half-close). hyper's
+    // header-read timeout is off because it also runs while a connection is idle; the
+    // request-head timeout is `HeadTimeoutIo`'s instead.
     builder
         .keep_alive(!over_limit)
         .half_close(false)
@@ -98,7 +125,7 @@ async fn handle(
     connection: ConnectionId,
     over_limit: bool,
     request: hyper::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     if over_limit {
         let mut response = text(
             StatusCode::TOO_MANY_REQUESTS,
@@ -110,13 +137,19 @@ async fn handle(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return whole(response);
     }
     let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, shared.config.body_bytes_max).await {
+    let body = match read_body(
+        body,
+        shared.config.body_bytes_max,
+        shared.config.request_head_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return whole(response),
     };
     let path = parts.uri.path();
     let (route, response) = match Request::route(parts.method.as_str(), path, body) {
@@ -124,7 +157,10 @@ async fn handle(
             let route = Route::of(&request);
             (route, dispatch(&shared, connection, request).await)
         }
-        Err(error) => (Route::Invalid, route_error(error, &parts.headers, path)),
+        Err(error) => (
+            Route::Invalid,
+            whole(route_error(error, &parts.headers, path)),
+        ),
     };
     shared.http_metrics.observe(route, started.elapsed());
     response
@@ -151,11 +187,11 @@ async fn dispatch(
     shared: &Shared,
     connection: ConnectionId,
     request: Request,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     match request {
-        Request::Web(segments) => web::console(&segments, &shared.samples),
-        Request::Metrics => metrics_page(shared).await,
-        Request::Health => health(shared),
+        Request::Web(segments) => whole(web::console(&segments, &shared.samples)),
+        Request::Metrics => whole(metrics_page(shared).await),
+        Request::Health => whole(health(shared)),
         request => ask_engine(shared, connection, request).await,
     }
 }
@@ -164,12 +200,12 @@ async fn ask_engine(
     shared: &Shared,
     connection: ConnectionId,
     request: Request,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Full<Bytes>, TransferBody>> {
     let shutting_down = || {
-        text(
+        whole(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the switch is shutting down",
-        )
+        ))
     };
     let (reply_sender, reply_receiver) = oneshot::channel();
     let command = Command::Request {
@@ -181,7 +217,10 @@ async fn ask_engine(
         return shutting_down();
     }
     match reply_receiver.await {
-        Ok(reply) => encode(&reply),
+        Ok(Reply::Transfer(transfer)) if TransferBody::worth_streaming(&transfer) => {
+            Response::new(Either::Right(TransferBody::new(transfer)))
+        }
+        Ok(reply) => whole(encode(&reply)),
         Err(_) => shutting_down(),
     }
 }
@@ -236,8 +275,13 @@ fn health(shared: &Shared) -> Response<Full<Bytes>> {
     }
 }
 
-/// Reads a whole body, refusing more than `limit` bytes with 413.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+/// Reads a whole body, refusing more than `limit` bytes with 413, and a body that has not
+/// arrived within `timeout` with 408 (and closes the connection: its rest is unread).
+async fn read_body(
+    body: Incoming,
+    limit: usize,
+    timeout: Option<Duration>,
+) -> Result<Bytes, Response<Full<Bytes>>> {
     let too_large = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -247,7 +291,27 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = Limited::new(body, limit).collect();
+    let collected = match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, collect).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                let mut response = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                return Err(response);
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(error) => Err(text(
@@ -263,6 +327,12 @@ fn encode(reply: &Reply) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
+}
+
+/// A response encoded whole. Response bodies are either that or, for a large Transfer reply,
+/// streamed ([`TransferBody`]).
+fn whole(response: Response<Full<Bytes>>) -> Response<Either<Full<Bytes>, TransferBody>> {
+    response.map(Either::Left)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {

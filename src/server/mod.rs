@@ -10,11 +10,14 @@
 //! and in paused-clock tests; a wall-clock reading is taken once at start-up unless the
 //! configuration supplies the start time.
 
+mod accept;
 mod driver;
 mod durable;
+mod head_timeout;
 mod http;
 mod metrics;
 mod sampler;
+mod transfer_body;
 mod web;
 
 pub use metrics::Histogram;
@@ -46,6 +49,11 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Most connections open at once; further ones get 429 and are closed.
     pub connections_max: usize,
+    /// How long a connection may take to send a request head once it has begun one (and then
+    /// its body); past it the connection is closed (a body too slow gets 408 first). Idle
+    /// connections between requests are never timed out: sessions live on them. `None`: no
+    /// limit.
+    pub request_head_timeout: Option<Duration>,
     /// Requests queued for the engine before handlers wait (back-pressure).
     pub command_queue_len: usize,
     /// How long a shutdown waits for in-flight requests before giving up on them.
@@ -69,6 +77,9 @@ impl Default for Config {
             engine: engine::Config::default(),
             body_bytes_max: 64 << 20,
             connections_max: 10_000,
+            // Generous for any real client (a head is a few hundred bytes), short enough that
+            // slow-header clients cannot pin connections for long.
+            request_head_timeout: Some(Duration::from_secs(120)),
             command_queue_len: 4096,
             drain_timeout: Duration::from_secs(5),
             metrics_queues_max: 100,
@@ -222,23 +233,37 @@ impl Switch {
     }
 
     /// Accepts connections from `listener` until the switch shuts down. Accept errors (such
-    /// as running out of file descriptors) are logged and retried after a short pause.
+    /// as running out of file descriptors) pause this loop only, with a pause that doubles
+    /// per failure up to a second; they are logged once per interval, and so is the recovery.
+    /// Connections already open are served throughout.
     pub fn serve<L: Listener>(&self, mut listener: L) -> JoinHandle<()> {
         let shared = self.shared.clone();
         shared.open_listeners.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
+            let mut backoff = accept::AcceptBackoff::default();
             loop {
                 tokio::select! {
                     biased;
                     _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => break,
                     accepted = listener.accept() => match accepted {
                         Ok(io) => {
+                            if let Some(failures) = backoff.accepted() {
+                                tracing::warn!(failures, "accepting connections again");
+                            }
                             tokio::spawn(http::serve_connection(shared.clone(), io));
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let (pause, log) = backoff.failed(tokio::time::Instant::now());
+                            if let accept::FailureLog::Warn { failures } = log {
+                                tracing::warn!(
+                                    %error,
+                                    failures,
+                                    "accept failed; retrying with back-off (logged at most every {} s)",
+                                    accept::ACCEPT_LOG_INTERVAL.as_secs()
+                                );
+                            }
+                            tokio::time::sleep(pause).await;
                         }
                     },
                 }

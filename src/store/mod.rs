@@ -37,6 +37,8 @@
 mod codec;
 mod crc;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod memory;
 mod recovery;
 mod storage;

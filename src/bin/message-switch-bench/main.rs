@@ -18,6 +18,7 @@
 //! of a Send with idle waiters, memory. The report (Markdown) goes to stdout, progress to
 //! stderr.
 
+mod abuse;
 mod child;
 mod echo;
 mod fsync;
@@ -113,6 +114,15 @@ struct Args {
     /// their longest pause includes it.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     compaction_bytes_min: u64,
+
+    /// Scale of the abuse scenarios (`--only abuse`): 1 is the full figures of
+    /// docs/reliability.md; tests/abuse.rs runs a small fraction.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    abuse_scale: f64,
+
+    /// Which abuse scenarios to run (numbers 1-6 of docs/reliability.md). Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    abuse_scenarios: Vec<u8>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +154,8 @@ pub enum Section {
     Idle,
     /// RSS with many stored messages.
     Memory,
+    /// Hostile and overloaded clients (not run by default: `--only abuse`).
+    Abuse,
 }
 
 /// How the load generator reaches a server.
@@ -192,6 +204,10 @@ pub struct Plan {
     pub real_concurrency: Vec<usize>,
     /// `--compaction-bytes-min` of the durable switches.
     pub compaction_bytes_min: u64,
+    /// Scale of the abuse scenarios.
+    pub abuse_scale: f64,
+    /// Abuse scenarios to run (all if empty).
+    pub abuse_scenarios: Vec<u8>,
 }
 
 impl Plan {
@@ -273,6 +289,8 @@ fn plan(args: &Args) -> Plan {
         server_threads: first_of_each(&args.server_threads),
         real_concurrency: args.real_concurrency.clone(),
         compaction_bytes_min: args.compaction_bytes_min,
+        abuse_scale: args.abuse_scale,
+        abuse_scenarios: args.abuse_scenarios.clone(),
     }
 }
 
@@ -351,6 +369,16 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
         report.memory =
             Some(scale::memory(connector, &switch, plan.messages, MEMORY_SENDERS).await?);
         stop_switch(switch).await?;
+    }
+    if plan.has(Section::Abuse) {
+        let abuse = abuse::run(
+            switch_binary,
+            &scratch,
+            abuse::Scale(plan.abuse_scale),
+            &plan.abuse_scenarios,
+        )
+        .await?;
+        print!("{abuse}");
     }
     report.finish();
     Ok(report)
