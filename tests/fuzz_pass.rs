@@ -65,6 +65,15 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         b"MSWR",
         b"\xff\xff\xff\xff",
         b"\0",
+        b"(",
+        b")",
+        b"()",
+        b"#|",
+        b"|#",
+        b"#;",
+        b";",
+        b"\\x",
+        b"\\999",
     ];
     let mut data = seed.to_vec();
     for _ in 0..=rng.below(4) {
@@ -107,7 +116,7 @@ fn short_pass(target: &str) {
 
 #[test]
 fn every_target_has_a_corpus_and_a_test() {
-    let names = ["route", "json", "journal"];
+    let names = ["route", "json", "journal", "config"];
     assert_eq!(targets::TARGETS, names);
 }
 
@@ -124,6 +133,11 @@ fn json() {
 #[test]
 fn journal() {
     short_pass("journal");
+}
+
+#[test]
+fn config() {
+    short_pass("config");
 }
 
 /// Random bytes too, not only mutations of the corpus: every byte value as a mode.

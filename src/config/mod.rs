@@ -143,8 +143,25 @@ pub fn merge(
         file: file.clone(),
         error,
     })?;
+    merge_text(command, config_id, argv, &file, &text)
+}
+
+/// [`merge`] with the config file's contents already read: `text` stands for the file
+/// `file` (which is only used in error messages), whatever file `argv` names.
+pub fn merge_text(
+    command: &Command,
+    config_id: &str,
+    argv: Vec<OsString>,
+    file: &std::path::Path,
+    text: &str,
+) -> Result<Vec<OsString>, ConfigError> {
+    let relaxed = relaxed(command);
+    let Ok(matches) = relaxed.clone().try_get_matches_from(&argv) else {
+        return Ok(argv);
+    };
+    let file = file.to_path_buf();
     let from_file =
-        arguments(&relaxed, config_id, &matches, &text).map_err(|error| match error {
+        arguments(&relaxed, config_id, &matches, text).map_err(|error| match error {
             Problem::Syntax(error) => ConfigError::Syntax {
                 file: file.clone(),
                 error,

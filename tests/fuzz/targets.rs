@@ -18,7 +18,7 @@ use message_switch::protocol::{
 use message_switch::store::fuzzing;
 
 /// The names of the targets, as the fuzz crate's binaries and the corpus folders are named.
-pub const TARGETS: &[&str] = &["route", "json", "journal"];
+pub const TARGETS: &[&str] = &["route", "json", "journal", "config"];
 
 /// Runs the target called `name` on `data`. Panics on an unknown name.
 pub fn run(name: &str, data: &[u8]) {
@@ -26,6 +26,7 @@ pub fn run(name: &str, data: &[u8]) {
         "route" => route(data),
         "json" => json(data),
         "journal" => journal(data),
+        "config" => config(data),
         other => panic!("no fuzz target called {other}"),
     }
 }
@@ -212,5 +213,45 @@ fn event(b: u8) -> Event {
             },
         },
         _ => Event::MessageAcked { id },
+    }
+}
+
+/// The config-file reader (`message-switch --config FILE`): the s-expression reader and the
+/// mapping of fields to `message-switch`'s options, on arbitrary text.
+///
+/// Checks: reading never panics; every error names the file; a file that is accepted gives
+/// arguments whose values the switch's own command line accepts, so that the only errors
+/// left for the real parse are relations between options (e.g. `--salvage` without
+/// `--statedir`), never a bad value.
+pub fn config(data: &[u8]) {
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    use clap::error::ErrorKind;
+    use clap::Parser;
+    use message_switch::cli::switch::{command, Args, CONFIG_ID};
+
+    let text = String::from_utf8_lossy(data);
+    let file = Path::new("fuzz.conf");
+    let argv: Vec<OsString> = ["message-switch", "--config", "fuzz.conf"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    match message_switch::config::merge_text(&command(), CONFIG_ID, argv, file, &text) {
+        Err(error) => assert!(
+            error.to_string().contains("fuzz.conf"),
+            "an error that does not name the file: {error}"
+        ),
+        Ok(arguments) => {
+            if let Err(error) = Args::try_parse_from(&arguments) {
+                assert!(
+                    matches!(
+                        error.kind(),
+                        ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
+                    ),
+                    "accepted fields the command line refuses: {arguments:?}: {error}"
+                );
+            }
+        }
     }
 }
