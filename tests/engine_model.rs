@@ -133,6 +133,9 @@ impl Model {
                 }
             }
         }
+        // Merged across the queues in id order (protocol.md part A.2); a stable sort keeps a
+        // queue named twice side by side.
+        messages.sort_by_key(|m| m.1);
         let next = messages.iter().map(|m| m.1).max().unwrap_or(from);
         (messages, next)
     }
