@@ -806,14 +806,11 @@ impl Engine {
         let mut batch = Vec::new();
         let mut reply_bytes = 0usize;
         let mut next = from;
-        loop {
-            // The queue whose first message left has the smallest id (the first such queue
-            // on a tie, which only a repeated name can make).
-            let Some(position) =
-                (0..heads.len()).min_by_key(|&i| heads[i].1.peek().map(|(&index, _)| index))
-            else {
-                break;
-            };
+        // Each round takes from the queue whose first message left has the smallest id (the
+        // first such queue on a tie, which only a repeated name can make).
+        while let Some(position) =
+            (0..heads.len()).min_by_key(|&i| heads[i].1.peek().map(|(&index, _)| index))
+        {
             let (name, messages) = &mut heads[position];
             let Some((&index, stored)) = messages.next() else {
                 break;
