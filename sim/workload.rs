@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use message_switch::client::{self, Client, ClientConfig, ConnectionConfig, ServeOptions};
+use message_switch::client::{self, Client, ClientConfig, ConnectionConfig, Jitter, ServeOptions};
 use message_switch::protocol::{
     Message, MessageId, MessageKind, QueueName, Request, SessionToken, TransferRequest,
 };
@@ -130,7 +130,7 @@ pub async fn run_process(
                 Role::RpcServer { service } => rpc_server(ctx, actor, service, rng).await,
                 Role::RpcCaller { services } => rpc_caller(ctx, actor, services, rng).await,
                 Role::Raw => raw_actor(ctx, actor, rng).await,
-                Role::LibServer { service } => lib_server(ctx, actor, service).await,
+                Role::LibServer { service } => lib_server(ctx, actor, service, rng).await,
                 Role::LibCaller { services } => lib_caller(ctx, actor, services, rng).await,
             }
         });
@@ -357,8 +357,8 @@ async fn call_once(
 
 /// The client library's settings in the simulation: short timeouts so that lost connections
 /// are noticed within the run, a unique token per role (a client's reply queue is named after
-/// it).
-fn lib_config(token: &str) -> ClientConfig {
+/// it), and back-off jitter drawn from the run's random numbers, so that a seed replays.
+fn lib_config(token: &str, rng: &mut SimRng) -> ClientConfig {
     ClientConfig {
         token: SessionToken::from(token),
         connection: ConnectionConfig {
@@ -369,11 +369,12 @@ fn lib_config(token: &str) -> ClientConfig {
         transfer_timeout: Duration::from_secs(5),
         reconnect_delay_min: Duration::from_millis(100),
         reconnect_delay_max: BACKOFF_MAX,
+        jitter: Jitter::seeded(rng.next()),
     }
 }
 
 /// An RPC server built on the client library's `serve`.
-async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName) {
+async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName, mut rng: SimRng) {
     let connector = SimConnector {
         net: ctx.net.clone(),
         host: ctx.host.clone(),
@@ -385,7 +386,7 @@ async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName) {
         let served = served.clone();
         let name = name.clone();
         let options = ServeOptions {
-            config: lib_config(&format!("{actor}.lib")),
+            config: lib_config(&format!("{actor}.lib"), &mut rng),
             ..ServeOptions::default()
         };
         // `serve` returns only if its very first connection fails.
@@ -414,7 +415,8 @@ async fn lib_caller(ctx: Ctx, actor: Rc<str>, services: Vec<QueueName>, mut rng:
     };
     let mut delay = Duration::from_millis(100);
     let client = loop {
-        match Client::connect(connector.clone(), lib_config(&format!("{actor}.lib"))).await {
+        let config = lib_config(&format!("{actor}.lib"), &mut rng);
+        match Client::connect(connector.clone(), config).await {
             Ok(client) => break client,
             Err(_) => backoff(&mut delay).await,
         }
