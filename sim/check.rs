@@ -367,10 +367,8 @@ fn check_protocol(facts: &Facts, out: &mut Vec<Violation>) {
         };
         match &op.outcome {
             Some(Outcome::BadReply(error)) => out.push(bad(format!("malformed reply: {error}"))),
-            Some(Outcome::Status(status, text)) => {
-                if !expected_refusal(*status, text, op, &over) {
-                    out.push(bad(format!("unexpected {status} {text:?}")));
-                }
+            Some(Outcome::Status(status, text)) if !expected_refusal(*status, text, op, &over) => {
+                out.push(bad(format!("unexpected {status} {text:?}")));
             }
             Some(Outcome::Ok(_)) => {
                 if let Some(limit) = over.first() {
@@ -765,8 +763,7 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
         }
         let cut = !reply.messages.is_empty()
             && !missing_above_next.is_empty()
-            && reply_bytes
-                + largest_candidate(facts, t, request, reply.next, smallest_above_next)
+            && reply_bytes + largest_candidate(facts, t, request, reply.next, smallest_above_next)
                 > reply_bytes_max;
         if !cut {
             out.extend(missing_above_next);

@@ -212,7 +212,10 @@ pub fn plan(seed: u64) -> Plan {
     // the ones that aim at the limits, so such a seed always has one.
     let mut rng_limits = rng.fork(7);
     let limits = ((seed / 2) % 2 == 1).then(|| {
-        if !hosts.iter().any(|h| h.roles.iter().any(|r| matches!(r, Role::Raw))) {
+        if !hosts
+            .iter()
+            .any(|h| h.roles.iter().any(|r| matches!(r, Role::Raw)))
+        {
             let host = rng_limits.below(hosts.len() as u64) as usize;
             hosts[host].roles.push(Role::Raw);
         }

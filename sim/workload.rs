@@ -540,10 +540,8 @@ async fn raw_actor(ctx: Ctx, actor: Rc<str>, mut rng: SimRng) {
             conn = None;
             continue;
         }
-        if ctx.limits.is_some() {
-            if *ctx.phase.borrow() == Phase::Chaos && rng.chance(0.02) {
-                hog_connections(&ctx, &actor, &mut rng).await;
-            }
+        if ctx.limits.is_some() && *ctx.phase.borrow() == Phase::Chaos && rng.chance(0.02) {
+            hog_connections(&ctx, &actor, &mut rng).await;
         }
         let own_session = c.session.as_deref() == Some(ctx.token.as_str());
         let request = match &ctx.limits {
