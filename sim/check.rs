@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use message_switch::engine::seconds_to_duration;
-use message_switch::protocol::{Message, MessageId, MessageKind, QueueName, Request};
+use message_switch::protocol::{Message, MessageId, QueueName, Request};
 
 use crate::harness::{RunResult, SETTLE};
 use crate::history::{CallResult, Outcome, ReplyData, What};
@@ -387,25 +387,7 @@ fn over_limits(limits: &Limits, request: &Request) -> Vec<&'static str> {
     if request.to_http().body.len() > limits.body_bytes_max {
         over.push("body");
     }
-    let name_max = limits.engine.name_bytes_max;
-    let long = |len: usize| len > name_max;
-    let long_name = match request {
-        Request::Login(token) => long(token.len()),
-        Request::CreatePersistent(name) | Request::Destroy(name) => long(name.len()),
-        Request::CreateTransient(name) => name.as_ref().is_some_and(|n| long(n.len())),
-        Request::Send { queue, message } => {
-            long(queue.len())
-                || match &message.kind {
-                    MessageKind::Request { reply_to } => long(reply_to.len()),
-                    MessageKind::Response { request } => long(request.queue.len()),
-                }
-        }
-        Request::Transfer(transfer) => transfer.queues.iter().any(|q| long(q.len())),
-        Request::Ack(id) => long(id.queue.len()),
-        Request::List { prefix, .. } => long(prefix.len()),
-        _ => false,
-    };
-    if long_name {
+    if request.longest_name_bytes() > limits.engine.name_bytes_max {
         over.push("name");
     }
     let timeout_s = match request {

@@ -456,24 +456,7 @@ impl Engine {
 
     fn check_names(&mut self, request: &Request) -> Result<(), ErrorReply> {
         let max = self.config.name_bytes_max;
-        let too_long = |len: usize| len > max;
-        let long = match request {
-            Request::Login(token) => too_long(token.len()),
-            Request::CreatePersistent(name) | Request::Destroy(name) => too_long(name.len()),
-            Request::CreateTransient(name) => name.as_ref().is_some_and(|n| too_long(n.len())),
-            Request::Send { queue, message } => {
-                too_long(queue.len())
-                    || match &message.kind {
-                        MessageKind::Request { reply_to } => too_long(reply_to.len()),
-                        MessageKind::Response { request } => too_long(request.queue.len()),
-                    }
-            }
-            Request::Transfer(transfer) => transfer.queues.iter().any(|q| too_long(q.len())),
-            Request::Ack(id) => too_long(id.queue.len()),
-            Request::List { prefix, .. } => too_long(prefix.len()),
-            _ => false,
-        };
-        if long {
+        if request.longest_name_bytes() > max {
             self.counters.limits_hit.name_bytes += 1;
             Err(ErrorReply::new(
                 400,
