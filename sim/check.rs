@@ -16,10 +16,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use message_switch::engine::seconds_to_duration;
 use message_switch::protocol::{Message, MessageId, QueueName, Request};
 
 use crate::harness::{RunResult, SETTLE};
 use crate::history::{CallResult, Outcome, ReplyData, What};
+use crate::limits::Limits;
 use crate::net::ConnRecord;
 use crate::workload::CALL_TIMEOUT;
 
@@ -116,6 +118,8 @@ struct Facts<'a> {
     durable: bool,
     /// Names someone created as persistent queues, and never as transient ones.
     persistent: BTreeSet<QueueName>,
+    /// The switch's limits in this run (the defaults unless the seed drew its own).
+    limits: Limits,
 }
 
 /// The lineage of every persistent queue of a durable run: it spans all epochs (which are
@@ -238,6 +242,7 @@ impl<'a> Facts<'a> {
             logins,
             durable: run.plan.durability.is_some(),
             persistent,
+            limits: run.plan.limits.clone().unwrap_or_else(Limits::defaults),
         }
     }
 
@@ -346,27 +351,84 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// Every reply is well-formed, and the only error a correct client meets is "Please log in.".
+/// Every reply is well-formed; the only errors a correct client meets are "Please log in."
+/// and the refusals of a limit the request really crossed (issue 12); and a request over a
+/// limit the switch checks exactly (a name, a body, a timeout) is never accepted.
 fn check_protocol(facts: &Facts, out: &mut Vec<Violation>) {
+    let limits = &facts.limits;
     for op in &facts.ops {
+        let over = over_limits(limits, &op.request);
+        let bad = |what: String| Violation {
+            invariant: Invariant::Transfer,
+            what: format!(
+                "op {} {:?} (session {:?}): {what}",
+                op.op, op.request, op.session
+            ),
+        };
         match &op.outcome {
-            Some(Outcome::BadReply(error)) => out.push(Violation {
-                invariant: Invariant::Transfer,
-                what: format!("op {} {:?}: malformed reply: {error}", op.op, op.request),
-            }),
-            Some(Outcome::Status(status, text))
-                if !(*status == 404 && text == "Please log in." && op.session.is_none()) =>
-            {
-                out.push(Violation {
-                    invariant: Invariant::Transfer,
-                    what: format!(
-                        "op {} {:?} (session {:?}): unexpected {status} {text:?}",
-                        op.op, op.request, op.session
-                    ),
-                })
+            Some(Outcome::BadReply(error)) => out.push(bad(format!("malformed reply: {error}"))),
+            Some(Outcome::Status(status, text)) if !expected_refusal(*status, text, op, &over) => {
+                out.push(bad(format!("unexpected {status} {text:?}")));
+            }
+            Some(Outcome::Ok(_)) => {
+                if let Some(limit) = over.first() {
+                    out.push(bad(format!("accepted although over the {limit} limit")));
+                }
             }
             _ => {}
         }
+    }
+}
+
+/// The limits that the switch checks exactly and `request` crosses: its body, a name in it,
+/// its timeout.
+fn over_limits(limits: &Limits, request: &Request) -> Vec<&'static str> {
+    let mut over = Vec::new();
+    if request.to_http().body.len() > limits.body_bytes_max {
+        over.push("body");
+    }
+    if request.longest_name_bytes() > limits.engine.name_bytes_max {
+        over.push("name");
+    }
+    let timeout_s = match request {
+        Request::Transfer(transfer) => Some(transfer.timeout_s),
+        Request::Trace { timeout_s, .. } => Some(*timeout_s),
+        _ => None,
+    };
+    if timeout_s.is_some_and(|t| seconds_to_duration(t) > limits.engine.wait_timeout_max) {
+        over.push("wait timeout");
+    }
+    over
+}
+
+/// Whether a non-200 answer is one the switch owes this request: 404 without a session, or
+/// the refusal of a limit. The exact limits (body, name, timeout) must be the ones the
+/// request crossed, in the order the switch checks them; the others (queues, messages,
+/// stored bytes, logins, connections) depend on state the history does not pin down, so
+/// only their kind of request is checked.
+fn expected_refusal(status: u16, text: &str, op: &Op, over: &[&str]) -> bool {
+    let first_over = over.first().copied();
+    match (status, text) {
+        (413, text) => text.starts_with("request body too large") && first_over == Some("body"),
+        (429, text) if text.starts_with("too many open connections") => true,
+        // The body is checked before the request is routed, the session and then the names
+        // before anything else.
+        _ if first_over == Some("body") => false,
+        (404, "Please log in.") => op.session.is_none(),
+        (400, text) if text.starts_with("name too long") => first_over == Some("name"),
+        _ if first_over == Some("name") => false,
+        (400, text) if text.starts_with("timeout too long") => first_over == Some("wait timeout"),
+        (429, text) if text.starts_with("too many queues") => matches!(
+            op.request,
+            Request::CreatePersistent(_) | Request::CreateTransient(_)
+        ),
+        (429, text) if text.starts_with("queue ") || text.starts_with("switch storage is full") => {
+            matches!(op.request, Request::Send { .. })
+        }
+        (429, text) if text.starts_with("too many logins") => {
+            matches!(op.request, Request::Login(_))
+        }
+        _ => false,
     }
 }
 
@@ -520,23 +582,31 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             invariant: Invariant::Transfer,
             what: format!("transfer op {} at {}us {:?}: {what}", t.op, t.t_i, request),
         };
-        // Invariant 3, locally: queues in request order, ids ascending and after the cursor,
-        // `next` as specified.
-        let mut last: Option<(usize, i64)> = None;
+        // Invariant 3, locally: only the queues asked for, ids ascending across all of them
+        // (protocol.md part A.2) and after the cursor, `next` as specified, and no more than
+        // the reply limit unless it is a single message.
+        let mut last: Option<i64> = None;
         for (id, _) in &reply.messages {
-            let Some(position) = request.queues.iter().position(|q| *q == id.queue) else {
+            if !request.queues.contains(&id.queue) {
                 out.push(bad(format!("returned {id} of a queue it did not ask for")));
                 continue;
-            };
+            }
             if id.index <= from {
                 out.push(bad(format!("returned {id}, not after the cursor {from}")));
             }
-            if let Some((p, i)) = last {
-                if position < p || (position == p && id.index <= i) {
-                    out.push(bad(format!("returned {id} out of order")));
-                }
+            if last.is_some_and(|i| id.index <= i) {
+                out.push(bad(format!("returned {id} out of id order")));
             }
-            last = Some((position, id.index));
+            last = Some(id.index);
+        }
+        let reply_bytes: usize = reply.messages.iter().map(|(_, m)| m.payload.len()).sum();
+        let reply_bytes_max = facts.limits.engine.transfer_reply_bytes_max;
+        if reply.messages.len() > 1 && reply_bytes > reply_bytes_max {
+            out.push(bad(format!(
+                "returned {reply_bytes} payload bytes in {} messages, over the reply limit of \
+                 {reply_bytes_max}",
+                reply.messages.len()
+            )));
         }
         let expected_next = reply
             .messages
@@ -560,10 +630,12 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 continue;
             };
             let s = sent.op;
+            // A Send the switch refused (a limit) must leave no trace in any queue.
             let mismatch = sent.queue != id.queue
                 || sent.message.kind != message.kind
                 || facts.lineage(s.epoch, &sent.queue) != lineage
                 || s.t_i > t_c
+                || !s.maybe_applied()
                 || matches!(s.ok(), Some(ReplyData::Sent(None)))
                 || matches!(s.ok(), Some(ReplyData::Sent(Some(sid))) if sid != id);
             if mismatch {
@@ -612,10 +684,16 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             }
         }
         // Invariant 2, completeness: every message surely stored before the transfer began,
-        // after the cursor and not possibly removed, is returned. In a durable run that
-        // includes what persistent queues held before a switch crash: its Send's 200 meant
-        // synced.
+        // after the cursor and not possibly removed, is returned, unless the reply limit cut
+        // the reply before it (then its id is above `next`, so the listener, continuing from
+        // `next`, still gets it). In a durable run that includes what persistent queues held
+        // before a switch crash: its Send's 200 meant synced.
         let returned: BTreeSet<&MessageId> = reply.messages.iter().map(|(id, _)| id).collect();
+        // Messages missing above `next`: excused together if the limit may have cut the
+        // reply, judged at the smallest of them (every one above it has the same first
+        // message left out).
+        let mut missing_above_next: Vec<Violation> = Vec::new();
+        let mut smallest_above_next = i64::MAX;
         for queue in &request.queues {
             let lineage = facts.lineage(t.epoch, queue);
             let Some(messages) = stored.get(&(lineage, queue.clone())) else {
@@ -642,7 +720,13 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 if maybe_acked || maybe_destroyed || maybe_cleaned {
                     continue;
                 }
-                out.push(Violation {
+                let missing = if *index > reply.next {
+                    smallest_above_next = smallest_above_next.min(*index);
+                    &mut missing_above_next
+                } else {
+                    &mut *out
+                };
+                missing.push(Violation {
                     invariant: Invariant::AtLeastOnce,
                     what: format!(
                         "transfer op {} at {}us (epoch {}) {:?} did not return {id}, stored by \
@@ -659,7 +743,47 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 });
             }
         }
+        let cut = !reply.messages.is_empty()
+            && !missing_above_next.is_empty()
+            && reply_bytes + largest_candidate(facts, t, request, reply.next, smallest_above_next)
+                > reply_bytes_max;
+        if !cut {
+            out.extend(missing_above_next);
+        }
     }
+}
+
+/// The largest payload that may have been the first message a Transfer `t` left out, given
+/// that it returned up to `next` and left out the stored message `first_left_out` (so the
+/// first one left out has an id in `(next, first_left_out]`, or is one whose id the history
+/// does not know): the reply limit cut the reply there only if this message did not fit.
+fn largest_candidate(
+    facts: &Facts,
+    t: &Op,
+    request: &message_switch::protocol::TransferRequest,
+    next: i64,
+    first_left_out: i64,
+) -> usize {
+    facts
+        .ops
+        .iter()
+        .filter(|s| s.t_i < t.t_c_or_max() && s.maybe_applied())
+        .filter_map(|s| {
+            let Request::Send { queue, message } = &s.request else {
+                return None;
+            };
+            if !request.queues.contains(queue) {
+                return None;
+            }
+            let candidate = match s.ok() {
+                Some(ReplyData::Sent(Some(id))) => id.index > next && id.index <= first_left_out,
+                Some(ReplyData::Sent(None)) => false,
+                _ => true,
+            };
+            candidate.then_some(message.payload.len())
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Invariant 3: for one queue name, a Send that began after another ended, or after a
@@ -745,6 +869,11 @@ fn check_rpc(facts: &Facts, out: &mut Vec<Violation>) {
         }
     }
     let plan = &facts.run.plan;
+    let pressure = if plan.limits.is_some() {
+        pressure_times(facts)
+    } else {
+        Vec::new()
+    };
     let live_from = plan.heal_us + SETTLE.as_micros() as u64;
     let must_end_by = plan
         .stop_us
@@ -769,6 +898,16 @@ fn check_rpc(facts: &Facts, out: &mut Vec<Violation>) {
         if *started < live_from || *started > must_end_by {
             continue;
         }
+        // With drawn limits a call may fail while the switch is at a limit of what all
+        // clients share (queues, messages, stored bytes, connections): the switch refused
+        // something, which is its contract. It must still never get another call's reply.
+        let ended = end.map_or(u64::MAX, |(t, _)| *t);
+        let under_pressure = pressure
+            .iter()
+            .any(|t| *t + 1_000_000 >= *started && *t <= ended.saturating_add(300_000));
+        if under_pressure {
+            continue;
+        }
         match end {
             Some((_, CallResult::Replied(_))) => {}
             Some((ended, result)) => out.push(Violation {
@@ -784,6 +923,32 @@ fn check_rpc(facts: &Facts, out: &mut Vec<Violation>) {
             }),
         }
     }
+}
+
+/// When the switch was at a limit that all clients share: the completion of every request
+/// refused with 429, and every probe whose count of refusals for queues, messages or stored
+/// bytes grew since the previous probe of its incarnation (the client library's own requests
+/// are not in the history; the engine counts them).
+fn pressure_times(facts: &Facts) -> Vec<u64> {
+    let mut times = Vec::new();
+    let mut previous: BTreeMap<u32, u64> = BTreeMap::new();
+    for event in &facts.run.events {
+        match &event.what {
+            What::Complete {
+                outcome: Outcome::Status(429, _),
+                ..
+            } => times.push(event.t_us),
+            What::Probe(probe) => {
+                let hits = probe.stats.limits_hit;
+                let shared = hits.queues + hits.queue_messages + hits.stored_bytes;
+                if previous.insert(probe.epoch, shared).unwrap_or(0) < shared {
+                    times.push(event.t_us);
+                }
+            }
+            _ => {}
+        }
+    }
+    times
 }
 
 /// Invariant 5: once clients and janitor are gone, the switch holds nothing; and at every

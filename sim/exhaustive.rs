@@ -27,6 +27,12 @@ use message_switch::protocol::{
 
 const START: i64 = 1_700_000_000_000_000_000;
 const QUEUES: [&str; 2] = ["q0", "q1"];
+/// What a Transfer names: one queue (0, 1) or both (`BOTH`), with one cursor each.
+const TARGETS: usize = 3;
+/// The target naming both queues, `q1` first: the reply must still come in id order.
+const BOTH: usize = 2;
+/// Every payload is this long, so that the reply limit is a whole number of messages.
+const PAYLOAD_BYTES: usize = 4;
 const SESSIONS: [&str; 2] = ["A", "B"];
 /// Connection slots: two per session.
 const SLOTS: usize = 4;
@@ -50,7 +56,8 @@ enum Cmd {
     Destroy(usize),
     /// The admin acks the lowest stored message of a queue.
     Ack(usize),
-    /// A slot starts a Transfer on a queue from its cursor (it may park).
+    /// A slot starts a Transfer on a target (a queue, or both) from its cursor for that
+    /// target (it may park).
     Transfer(usize, usize),
     /// A slot creates a transient queue for its session.
     CreateTransient(usize, usize),
@@ -69,8 +76,10 @@ fn alphabet() -> Vec<Cmd> {
         cmds.push(Cmd::Ack(q));
     }
     for slot in 0..SLOTS {
+        for target in 0..TARGETS {
+            cmds.push(Cmd::Transfer(slot, target));
+        }
         for q in 0..QUEUES.len() {
-            cmds.push(Cmd::Transfer(slot, q));
             cmds.push(Cmd::CreateTransient(slot, q));
         }
         cmds.push(Cmd::Toggle(slot));
@@ -89,10 +98,15 @@ struct MQueue {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Slot {
     conn: Option<u64>,
-    /// A parked Transfer: its request, queue and cursor.
+    /// A parked Transfer: its request, target and cursor.
     parked: Option<(u64, usize, Option<i64>)>,
-    /// The cursor per queue, as the client keeps it (relative ids; -1 = none yet).
-    cursor: [Option<i64>; 2],
+    /// The cursor per target, as the client keeps it (relative ids; `None` = none yet).
+    cursor: [Option<i64>; TARGETS],
+    /// Per target, the messages (queue, relative id) its replies delivered, for the
+    /// invariant that no stored message falls below the cursor undelivered. Not part of the
+    /// fingerprint: while the invariant holds it is exactly the stored messages at or below
+    /// the cursor (cursors only move forward, and new ids are above every cursor).
+    delivered: [BTreeSet<(usize, i64)>; TARGETS],
 }
 
 /// The reference model, plus the bookkeeping needed to drive the engine.
@@ -118,6 +132,8 @@ impl Model {
             let (swap_sessions, swap_queues) = (perm & 1 != 0, perm & 2 != 0);
             let swap_slots = [perm & 4 != 0, perm & 8 != 0];
             let q_map = |q: usize| if swap_queues { 1 - q } else { q };
+            // The target naming both queues maps to itself.
+            let t_map = |t: usize| if t == BOTH { t } else { q_map(t) };
             let s_map = |s: usize| if swap_sessions { 1 - s } else { s };
             let slot_map = |slot: usize| {
                 let (session, k) = (slot / 2, slot % 2);
@@ -131,7 +147,7 @@ impl Model {
                 }
                 slots[slot_map(slot)] = Some((
                     state.conn.is_some(),
-                    state.parked.map(|(_, q, from)| (q_map(q), from)),
+                    state.parked.map(|(_, t, from)| (t_map(t), from)),
                     cursor,
                 ));
             }
@@ -166,14 +182,21 @@ struct Driver {
     first: i64,
     /// Requests in flight: request -> connection.
     pending: BTreeMap<u64, u64>,
+    /// The reply limit, in messages (the engine's is in bytes, and payloads are all
+    /// [`PAYLOAD_BYTES`] long).
+    reply_messages: usize,
 }
 
 type Failure = String;
 
 impl Driver {
-    fn new() -> Result<Driver, Failure> {
+    fn new(reply_messages: usize) -> Result<Driver, Failure> {
         let now = Timestamp::from_unix_nanos(START);
-        let engine = Engine::new(Config::default(), now);
+        let config = Config {
+            transfer_reply_bytes_max: reply_messages * PAYLOAD_BYTES,
+            ..Config::default()
+        };
+        let engine = Engine::new(config, now);
         let first = engine.store().next_index();
         let mut driver = Driver {
             engine,
@@ -183,7 +206,8 @@ impl Driver {
                     Slot {
                         conn: None,
                         parked: None,
-                        cursor: [None, None],
+                        cursor: [None; TARGETS],
+                        delivered: Default::default(),
                     };
                     SLOTS
                 ],
@@ -195,6 +219,7 @@ impl Driver {
             },
             first,
             pending: BTreeMap::new(),
+            reply_messages,
         };
         driver.engine.handle_connect(ADMIN);
         driver.expect_empty(ADMIN.0, Request::Login("admin".into()))?;
@@ -278,65 +303,105 @@ impl Driver {
         (0..SLOTS).any(|s| s / 2 == session && self.model.slots[s].conn.is_some())
     }
 
-    /// What a transfer from `from` on `q` must return now: (ids, next), relative ids.
-    fn expected_transfer(&self, q: usize, from: Option<i64>) -> (Vec<i64>, i64) {
+    /// The queues a target names, in request order.
+    fn target_queues(target: usize) -> Vec<usize> {
+        if target == BOTH {
+            vec![1, 0]
+        } else {
+            vec![target]
+        }
+    }
+
+    /// What a transfer from `from` on `target` must return now: (queue, relative id) in
+    /// ascending id order across its queues, at most the reply limit of them (at least one),
+    /// and the absolute `next`: the last id included.
+    fn expected_transfer(&self, target: usize, from: Option<i64>) -> (Vec<(usize, i64)>, i64) {
         let from_abs = from.map(|f| f + self.first).unwrap_or(-1);
-        let ids: Vec<i64> = self
-            .model
-            .queues
-            .get(&q)
-            .map(|mq| {
-                mq.messages
-                    .keys()
-                    .filter(|id| **id + self.first > from_abs)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let next = ids.last().map(|id| id + self.first).unwrap_or(from_abs);
+        let mut ids: Vec<(usize, i64)> = Self::target_queues(target)
+            .into_iter()
+            .filter_map(|q| Some((q, self.model.queues.get(&q)?)))
+            .flat_map(|(q, mq)| mq.messages.keys().map(move |id| (q, *id)))
+            .filter(|(_, id)| *id + self.first > from_abs)
+            .collect();
+        ids.sort_by_key(|(_, id)| *id);
+        ids.truncate(self.reply_messages.max(1));
+        let next = ids
+            .last()
+            .map(|(_, id)| id + self.first)
+            .unwrap_or(from_abs);
         (ids, next)
+    }
+
+    /// No stored message is at or below a slot's cursor without having been delivered to it
+    /// (issue 12: a limit that cuts a reply short must not move the cursor past what it left
+    /// out).
+    fn check_cursors(&self) -> Result<(), Failure> {
+        for (slot, state) in self.model.slots.iter().enumerate() {
+            for target in 0..TARGETS {
+                let Some(cursor) = state.cursor[target] else {
+                    continue;
+                };
+                for q in Self::target_queues(target) {
+                    let Some(mq) = self.model.queues.get(&q) else {
+                        continue;
+                    };
+                    for id in mq.messages.keys().filter(|id| **id <= cursor) {
+                        if !state.delivered[target].contains(&(q, *id)) {
+                            return Err(format!(
+                                "slot {slot}'s cursor {cursor} on target {target} is past \
+                                 {}'s message {id}, which it never got",
+                                QUEUES[q]
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks one transfer reply of `slot` against the model and moves the slot's cursor.
     fn check_transfer(
         &mut self,
         slot: usize,
-        q: usize,
+        target: usize,
         from: Option<i64>,
         reply: Reply,
     ) -> Result<(), Failure> {
         let Reply::Transfer(reply) = reply else {
             return Err(format!("slot {slot} transfer answered {reply:?}"));
         };
-        let (ids, next) = self.expected_transfer(q, from);
-        let got: Vec<i64> = reply
+        let (ids, next) = self.expected_transfer(target, from);
+        let got: Vec<(usize, i64)> = reply
             .messages
             .iter()
             .map(|(id, _)| {
-                if id.queue != Self::queue_name(q) {
-                    i64::MIN
-                } else {
-                    id.index - self.first
-                }
+                let q = QUEUES
+                    .iter()
+                    .position(|name| id.queue == QueueName::from(*name))
+                    .unwrap_or(usize::MAX);
+                (q, id.index - self.first)
             })
             .collect();
         if got != ids || reply.next != next {
             return Err(format!(
-                "slot {slot} transfer on {} from {from:?}: got ids {got:?} next {}, expected \
-                 {ids:?} next {next} (relative ids; first id {})",
-                QUEUES[q], reply.next, self.first
+                "slot {slot} transfer on target {target} from {from:?}: got {got:?} next {}, \
+                 expected {ids:?} next {next} (relative ids; first id {})",
+                reply.next, self.first
             ));
         }
-        for (id, message) in &reply.messages {
-            let expected = self.model.queues[&q].messages[&(id.index - self.first)];
-            if message.payload != expected.to_string().as_bytes() {
+        for ((q, rel), (id, message)) in ids.iter().zip(&reply.messages) {
+            let expected = self.model.queues[q].messages[rel];
+            if message.payload != payload_bytes(expected) {
                 return Err(format!(
                     "message {id} has the wrong payload {:?}",
                     message.payload
                 ));
             }
         }
-        self.model.slots[slot].cursor[q] = Some(next - self.first);
+        let state = &mut self.model.slots[slot];
+        state.cursor[target] = Some(next - self.first);
+        state.delivered[target].extend(ids);
         Ok(())
     }
 
@@ -348,16 +413,15 @@ impl Driver {
         expect: &[usize],
     ) -> Result<(), Failure> {
         for &slot in expect {
-            let Some((request, q, from)) = self.model.slots[slot].parked.take() else {
+            let Some((request, target, from)) = self.model.slots[slot].parked.take() else {
                 continue;
             };
             let Some(reply) = replies.remove(&request) else {
                 return Err(format!(
-                    "slot {slot}'s parked transfer on {} was not answered",
-                    QUEUES[q]
+                    "slot {slot}'s parked transfer on target {target} was not answered"
                 ));
             };
-            self.check_transfer(slot, q, from, reply)?;
+            self.check_transfer(slot, target, from, reply)?;
         }
         if !replies.is_empty() {
             return Err(format!("unexpected replies {replies:?}"));
@@ -374,7 +438,7 @@ impl Driver {
                 let request = Request::Send {
                     queue: Self::queue_name(q),
                     message: Message {
-                        payload: Bytes::from(payload.to_string()),
+                        payload: Bytes::from(payload_bytes(payload)),
                         kind: MessageKind::Request {
                             reply_to: "r".into(),
                         },
@@ -404,9 +468,12 @@ impl Driver {
                         // Parked transfers on q whose cursor is below the new id wake now.
                         let woken: Vec<usize> = (0..SLOTS)
                             .filter(|s| {
-                                self.model.slots[*s].parked.is_some_and(|(_, pq, from)| {
-                                    pq == q && from.is_none_or(|f| f < rel)
-                                })
+                                self.model.slots[*s]
+                                    .parked
+                                    .is_some_and(|(_, target, from)| {
+                                        Self::target_queues(target).contains(&q)
+                                            && from.is_none_or(|f| f < rel)
+                                    })
                             })
                             .collect();
                         self.complete_parked(replies, &woken)?;
@@ -445,27 +512,34 @@ impl Driver {
                     mq.messages.remove(&l);
                 }
             }
-            Cmd::Transfer(slot, q) => {
+            Cmd::Transfer(slot, target) => {
                 let s = &self.model.slots[slot];
                 let (Some(conn), None) = (s.conn, s.parked) else {
                     return Ok(false);
                 };
-                let from = s.cursor[q];
+                let from = s.cursor[target];
                 let request = Request::Transfer(TransferRequest {
                     from: from.map(|f| f + self.first),
                     timeout_s: WAIT_S,
-                    queues: vec![Self::queue_name(q)],
+                    queues: Self::target_queues(target)
+                        .into_iter()
+                        .map(Self::queue_name)
+                        .collect(),
                 });
                 let (id, outputs) = self.submit(conn, request);
                 let mut replies = self.replies(outputs)?;
-                let (ids, _) = self.expected_transfer(q, from);
+                let (ids, _) = self.expected_transfer(target, from);
                 match replies.remove(&id) {
-                    Some(reply) if !ids.is_empty() => self.check_transfer(slot, q, from, reply)?,
-                    None if ids.is_empty() => self.model.slots[slot].parked = Some((id, q, from)),
+                    Some(reply) if !ids.is_empty() => {
+                        self.check_transfer(slot, target, from, reply)?
+                    }
+                    None if ids.is_empty() => {
+                        self.model.slots[slot].parked = Some((id, target, from))
+                    }
                     other => {
                         return Err(format!(
-                            "slot {slot} transfer on {} (expected {ids:?}) answered {other:?}",
-                            QUEUES[q]
+                            "slot {slot} transfer on target {target} (expected {ids:?}) \
+                             answered {other:?}"
                         ))
                     }
                 }
@@ -515,6 +589,7 @@ impl Driver {
             }
         }
         self.compare_store()?;
+        self.check_cursors()?;
         Ok(true)
     }
 
@@ -578,9 +653,14 @@ impl Driver {
     }
 }
 
+/// A payload of exactly [`PAYLOAD_BYTES`] bytes naming payload number `n`.
+fn payload_bytes(n: u32) -> Vec<u8> {
+    format!("{n:0width$}", width = PAYLOAD_BYTES).into_bytes()
+}
+
 /// Replays `path` then `next`; returns the model if every step was applicable and correct.
-fn replay(path: &[Cmd], next: Cmd) -> Result<Option<Driver>, Failure> {
-    let mut driver = Driver::new()?;
+fn replay(path: &[Cmd], next: Cmd, reply_messages: usize) -> Result<Option<Driver>, Failure> {
+    let mut driver = Driver::new(reply_messages)?;
     for &cmd in path {
         driver.step(cmd)?;
     }
@@ -590,16 +670,31 @@ fn replay(path: &[Cmd], next: Cmd) -> Result<Option<Driver>, Failure> {
     Ok(Some(driver))
 }
 
-/// Explores every sequence up to the depth bound; panics with the first failing sequence.
+/// Explores every sequence up to the depth bound with a reply limit of two messages, then one
+/// level less deep with a limit of one (to keep `cargo test` quick; `SIM_EXHAUSTIVE_REPLY=n`
+/// explores only a limit of `n`, to the full depth); panics with the first failing sequence.
 pub fn run() {
     let depth = std::env::var("SIM_EXHAUSTIVE_DEPTH")
         .ok()
         .and_then(|d| d.parse().ok())
         .unwrap_or(DEFAULT_DEPTH);
+    let runs: Vec<(usize, usize)> = match std::env::var("SIM_EXHAUSTIVE_REPLY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => vec![(n, depth)],
+        None => vec![(2, depth), (1, depth.saturating_sub(1))],
+    };
+    for (reply_messages, depth) in runs {
+        explore(depth, reply_messages);
+    }
+}
+
+fn explore(depth: usize, reply_messages: usize) {
     let began = Instant::now();
     let cmds = alphabet();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let root = Driver::new().unwrap_or_else(|e| panic!("setup failed: {e}"));
+    let root = Driver::new(reply_messages).unwrap_or_else(|e| panic!("setup failed: {e}"));
     seen.insert(root.model.fingerprint());
     let mut frontier: Vec<Vec<Cmd>> = vec![Vec::new()];
     let mut sequences = 0u64;
@@ -608,7 +703,7 @@ pub fn run() {
         for path in &frontier {
             for &cmd in &cmds {
                 sequences += 1;
-                let driver = match replay(path, cmd) {
+                let driver = match replay(path, cmd, reply_messages) {
                     Ok(Some(driver)) => driver,
                     Ok(None) => continue,
                     Err(failure) => fail(path, cmd, &failure),
@@ -626,7 +721,7 @@ pub fn run() {
             }
         }
         println!(
-            "exhaustive: depth {level}: {} new states ({} total, {sequences} sequences run), {:.1}s",
+            "exhaustive (reply limit {reply_messages} messages): depth {level}: {} new states ({} total, {sequences} sequences run), {:.1}s",
             next_frontier.len(),
             seen.len(),
             began.elapsed().as_secs_f64()

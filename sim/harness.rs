@@ -16,6 +16,7 @@ use message_switch::server::{Config, Switch};
 use message_switch::store::{self, MemoryStorage};
 
 use crate::history::{Event, Probe, Recorder, What};
+use crate::limits::{Limits, Needs};
 use crate::net::{ConnRecord, Net, SimListener, SWITCH_HOST};
 use crate::rng::SimRng;
 use crate::workload::{self, Ctx, HostPlan, Phase, RawFeatures, Role};
@@ -78,6 +79,8 @@ pub struct Plan {
     pub latency_max_us: u64,
     /// A durable run: the switch journals to an in-memory storage that outlives its crashes.
     pub durability: Option<Durability>,
+    /// Small limits drawn for this seed, or `None` for the switch's defaults.
+    pub limits: Option<Limits>,
 }
 
 /// How a durable run's switch journals.
@@ -183,6 +186,12 @@ pub fn plan(seed: u64) -> Plan {
             }
         }
     }
+    // A listener over both shared queues with one cursor, in most seeds with raw actors.
+    let mut rng_listener = rng.fork(8);
+    if use_raw && rng_listener.chance(0.7) {
+        let host = rng_listener.below(host_count as u64) as usize;
+        hosts[host].roles.push(Role::Listener);
+    }
     hosts.retain(|h| !h.roles.is_empty());
 
     let chaos_us = r.range(8, 16) * 1_000_000;
@@ -198,6 +207,20 @@ pub fn plan(seed: u64) -> Plan {
         compaction_bytes_min: [None, Some(2 << 10), Some(8 << 10), Some(32 << 10)]
             [rng.fork(6).range(0, 3) as usize],
     });
+    // Seeds 2 and 3 of every 4 draw small limits: half of any range of seeds, durable and
+    // in-memory alike. From a fork of its own, drawn after every other. The raw actors are
+    // the ones that aim at the limits, so such a seed always has one.
+    let mut rng_limits = rng.fork(7);
+    let limits = ((seed / 2) % 2 == 1).then(|| {
+        if !hosts
+            .iter()
+            .any(|h| h.roles.iter().any(|r| matches!(r, Role::Raw)))
+        {
+            let host = rng_limits.below(hosts.len() as u64) as usize;
+            hosts[host].roles.push(Role::Raw);
+        }
+        Limits::draw(&mut rng_limits, needs(&hosts))
+    });
     Plan {
         seed,
         hosts,
@@ -207,7 +230,46 @@ pub fn plan(seed: u64) -> Plan {
         stop_us,
         latency_max_us,
         durability,
+        limits,
     }
+}
+
+/// What the actors of `hosts` need from the switch when nothing is wrong: the drawn limits
+/// sit just above it, so that only the floods and the extra connections reach them.
+fn needs(hosts: &[HostPlan]) -> Needs {
+    let mut needs = Needs {
+        // The shared raw queues and the long-named ones.
+        queues: workload::RAW_QUEUES.len() + workload::LONG_NAMES,
+        // The janitor comes once every client has gone, so it needs no room of its own.
+        connections: 0,
+    };
+    let mut services = BTreeSet::new();
+    for host in hosts {
+        let mut raw = false;
+        for role in &host.roles {
+            let (queues, connections) = match role {
+                Role::RpcServer { service } | Role::LibServer { service } => {
+                    services.insert(service.clone());
+                    (0, 2)
+                }
+                // A reply queue each.
+                Role::RpcCaller { .. } | Role::LibCaller { .. } => (1, 2),
+                Role::Raw => {
+                    raw = true;
+                    (0, 1)
+                }
+                Role::Listener => (0, 1),
+            };
+            needs.queues += queues;
+            needs.connections += connections;
+        }
+        if raw {
+            // Its own two transient queues.
+            needs.queues += 2;
+        }
+    }
+    needs.queues += services.len();
+    needs
 }
 
 /// A seeded fault schedule over `[0.5 s, heal)`. Each seed enables a random subset of fault
@@ -283,6 +345,7 @@ pub fn run(seed: u64) -> RunResult {
     let recorder = Rc::new(Recorder::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Chaos);
     let features = Rc::new(plan.features.clone());
+    let limits = plan.limits.clone().map(Rc::new);
     // The switch's "disk": it lives outside the switch host, so it survives the host's crash
     // (minus its unsynced tail, dropped in `World::apply`) as a real disk would.
     let storage = plan.durability.map(|d| (MemoryStorage::new(), d));
@@ -300,8 +363,14 @@ pub fn run(seed: u64) -> RunResult {
         let net = net.clone();
         let recorder = recorder.clone();
         let storage = storage.clone();
+        let limits = plan.limits.clone();
         sim.host(SWITCH_HOST, move || {
-            switch_host(net.clone(), recorder.clone(), storage.clone())
+            switch_host(
+                net.clone(),
+                recorder.clone(),
+                storage.clone(),
+                limits.clone(),
+            )
         });
     }
     for host in &plan.hosts {
@@ -312,6 +381,7 @@ pub fn run(seed: u64) -> RunResult {
         let recorder = recorder.clone();
         let phase = phase_rx.clone();
         let features = features.clone();
+        let limits = limits.clone();
         sim.host(host.name.as_str(), move || {
             incarnation.set(incarnation.get() + 1);
             let ctx = Ctx {
@@ -320,6 +390,8 @@ pub fn run(seed: u64) -> RunResult {
                 host: name.clone(),
                 token: format!("{name}.{}", incarnation.get()),
                 features: features.clone(),
+                limits: limits.clone(),
+                phase: phase.clone(),
             };
             let rng = SimRng::new(seed ^ hash(&ctx.token));
             workload::run_process(ctx, roles.clone(), rng, phase.clone())
@@ -576,14 +648,20 @@ async fn switch_host(
     net: Arc<Net>,
     recorder: Rc<Recorder>,
     storage: Option<(MemoryStorage, Durability)>,
+    limits: Option<Limits>,
 ) -> turmoil::Result {
     let epoch = net.begin_epoch();
     let elapsed = turmoil::sim_elapsed().unwrap_or_default();
     let start = Timestamp::from_unix_nanos(BASE_NS + elapsed.as_nanos() as i64);
-    let config = Config {
+    let mut config = Config {
         start_time: Some(start),
         ..Config::default()
     };
+    if let Some(limits) = limits {
+        config.engine = limits.engine;
+        config.body_bytes_max = limits.body_bytes_max;
+        config.connections_max = limits.connections_max;
+    }
     let switch = match storage {
         Some((storage, durability)) => {
             // The journal runs as a task on this host's runtime, so it dies with the host;

@@ -20,6 +20,7 @@ mod conn;
 mod exhaustive;
 mod harness;
 mod history;
+mod limits;
 mod net;
 mod rng;
 mod workload;
@@ -88,14 +89,23 @@ fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
                 ),
                 None => "in-memory".to_owned(),
             };
+        let limits_drawn = run
+            .plan
+            .limits
+            .as_ref()
+            .map_or("default limits".to_owned(), |l| {
+                format!("limits {}", l.describe())
+            });
         println!(
             "seed {}: {storage}, {} hosts, {} faults ({switch_crashes} switch crashes), {ops} \
-             requests, {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}",
+             requests, {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}; \
+             {limits_drawn}; hits: {}",
             run.plan.seed,
             run.plan.hosts.len(),
             run.plan.faults.len(),
             run.conns.len(),
-            run.end_us as f64 / 1e6
+            run.end_us as f64 / 1e6,
+            limits::format_hits(&limits::hits(&run.events)),
         );
     }
     if violations.is_empty() {
@@ -137,16 +147,26 @@ fn seeds() -> Vec<u64> {
 /// time (default 1). A fresh process per seed is what makes a reported seed replay exactly:
 /// turmoil derives each host runtime's clock from the real clock when the runtime is created,
 /// and a later run in the same process can shift a delivery by a tick.
-fn run_children(seeds: &[u64], verbose: bool) -> Vec<u64> {
+fn run_children(
+    seeds: &[u64],
+    verbose: bool,
+    hits: &mut std::collections::BTreeMap<String, u64>,
+) -> Vec<u64> {
     let jobs = env_u64("SIM_JOBS").unwrap_or(1).max(1) as usize;
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut running: std::collections::VecDeque<(u64, std::process::Child)> =
         std::collections::VecDeque::new();
     let mut failures = Vec::new();
-    let finish = |seed: u64, child: std::process::Child, failures: &mut Vec<u64>| {
+    let finish = |seed: u64,
+                  child: std::process::Child,
+                  failures: &mut Vec<u64>,
+                  hits: &mut std::collections::BTreeMap<String, u64>| {
         let output = child.wait_with_output().expect("a seed's child process");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
+        for line in stdout.lines() {
+            limits::add_parsed_hits(line, hits);
+        }
         if verbose {
             // libtest prints `test simulation_seeds ... ` before the summary, on its line.
             for line in stdout
@@ -164,7 +184,7 @@ fn run_children(seeds: &[u64], verbose: bool) -> Vec<u64> {
     for &seed in seeds {
         if running.len() >= jobs {
             if let Some((seed, child)) = running.pop_front() {
-                finish(seed, child, &mut failures);
+                finish(seed, child, &mut failures, hits);
             }
         }
         let child = std::process::Command::new(&exe)
@@ -183,7 +203,7 @@ fn run_children(seeds: &[u64], verbose: bool) -> Vec<u64> {
         running.push_back((seed, child));
     }
     while let Some((seed, child)) = running.pop_front() {
-        finish(seed, child, &mut failures);
+        finish(seed, child, &mut failures, hits);
     }
     failures
 }
@@ -193,6 +213,7 @@ fn simulation_seeds() {
     let verbose = std::env::var("SIM_VERBOSE").is_ok() || std::env::var("SIM_SEED").is_ok();
     let began = Instant::now();
     let seeds = seeds();
+    let mut hits = std::collections::BTreeMap::new();
     let failures = if std::env::var("SIM_SEED").is_ok() {
         seeds
             .iter()
@@ -206,7 +227,7 @@ fn simulation_seeds() {
             })
             .collect()
     } else {
-        run_children(&seeds, verbose)
+        run_children(&seeds, verbose, &mut hits)
     };
     println!(
         "simulation: {} seeds, {} failed {:?}, {:.1}s",
@@ -216,6 +237,19 @@ fn simulation_seeds() {
         began.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    // Issue 12: every limit is reached somewhere in the default seed set, so that no change
+    // can silently stop exercising one.
+    if std::env::var("SIM_SEED").is_err() && std::env::var("SIM_SEEDS").is_err() {
+        println!("limits hit over the default seeds: {hits:?}");
+        let never: Vec<&str> = limits::LIMIT_NAMES
+            .into_iter()
+            .filter(|name| hits.get(*name).copied().unwrap_or(0) == 0)
+            .collect();
+        assert!(
+            never.is_empty(),
+            "limits never hit over the default seeds: {never:?} (hits: {hits:?})"
+        );
+    }
 }
 
 /// One seed, run twice (each in a fresh process, as every seed is run), must produce the same

@@ -15,13 +15,14 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use message_switch::client::{self, Client, ClientConfig, ConnectionConfig, ServeOptions};
+use message_switch::client::{self, Client, ClientConfig, ConnectionConfig, Jitter, ServeOptions};
 use message_switch::protocol::{
     Message, MessageId, MessageKind, QueueName, Request, SessionToken, TransferRequest,
 };
 
 use crate::conn::SimConn;
 use crate::history::{CallResult, Outcome, Recorder, ReplyData};
+use crate::limits::Limits;
 use crate::net::{now_us, Net, SimConnector};
 use crate::rng::SimRng;
 
@@ -31,6 +32,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_millis(800);
 /// Shared persistent queues the raw actors work on.
 pub const RAW_QUEUES: [&str; 2] = ["r0", "r1"];
+/// How many distinct long-named persistent queues the raw actors create (with drawn limits),
+/// so that they take a bounded share of the queue limit.
+pub const LONG_NAMES: usize = 2;
 
 /// The phases of a run. Actors stop when the phase reaches [`Phase::Stop`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -70,6 +74,9 @@ pub enum Role {
         /// The services it calls.
         services: Vec<QueueName>,
     },
+    /// Long-polls both shared raw queues with one cursor, following each reply's `next` as
+    /// every listener does, and acks some of what it gets (issue 12).
+    Listener,
 }
 
 /// Which optional behaviours the raw actors use in this seed.
@@ -111,6 +118,10 @@ pub struct Ctx {
     pub token: String,
     /// Raw-actor features of this seed.
     pub features: Rc<RawFeatures>,
+    /// The seed's drawn limits, which the raw actors aim at; `None` with the defaults.
+    pub limits: Option<Rc<Limits>>,
+    /// The phase of the run.
+    pub phase: watch::Receiver<Phase>,
 }
 
 /// Runs one incarnation of a client process until the phase reaches [`Phase::Stop`].
@@ -130,8 +141,9 @@ pub async fn run_process(
                 Role::RpcServer { service } => rpc_server(ctx, actor, service, rng).await,
                 Role::RpcCaller { services } => rpc_caller(ctx, actor, services, rng).await,
                 Role::Raw => raw_actor(ctx, actor, rng).await,
-                Role::LibServer { service } => lib_server(ctx, actor, service).await,
+                Role::LibServer { service } => lib_server(ctx, actor, service, rng).await,
                 Role::LibCaller { services } => lib_caller(ctx, actor, services, rng).await,
+                Role::Listener => listener(ctx, actor, rng).await,
             }
         });
     }
@@ -357,8 +369,8 @@ async fn call_once(
 
 /// The client library's settings in the simulation: short timeouts so that lost connections
 /// are noticed within the run, a unique token per role (a client's reply queue is named after
-/// it).
-fn lib_config(token: &str) -> ClientConfig {
+/// it), and back-off jitter drawn from the run's random numbers, so that a seed replays.
+fn lib_config(token: &str, rng: &mut SimRng) -> ClientConfig {
     ClientConfig {
         token: SessionToken::from(token),
         connection: ConnectionConfig {
@@ -369,11 +381,12 @@ fn lib_config(token: &str) -> ClientConfig {
         transfer_timeout: Duration::from_secs(5),
         reconnect_delay_min: Duration::from_millis(100),
         reconnect_delay_max: BACKOFF_MAX,
+        jitter: Jitter::seeded(rng.next()),
     }
 }
 
 /// An RPC server built on the client library's `serve`.
-async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName) {
+async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName, mut rng: SimRng) {
     let connector = SimConnector {
         net: ctx.net.clone(),
         host: ctx.host.clone(),
@@ -385,7 +398,7 @@ async fn lib_server(ctx: Ctx, actor: Rc<str>, service: QueueName) {
         let served = served.clone();
         let name = name.clone();
         let options = ServeOptions {
-            config: lib_config(&format!("{actor}.lib")),
+            config: lib_config(&format!("{actor}.lib"), &mut rng),
             ..ServeOptions::default()
         };
         // `serve` returns only if its very first connection fails.
@@ -414,7 +427,8 @@ async fn lib_caller(ctx: Ctx, actor: Rc<str>, services: Vec<QueueName>, mut rng:
     };
     let mut delay = Duration::from_millis(100);
     let client = loop {
-        match Client::connect(connector.clone(), lib_config(&format!("{actor}.lib"))).await {
+        let config = lib_config(&format!("{actor}.lib"), &mut rng);
+        match Client::connect(connector.clone(), config).await {
             Ok(client) => break client,
             Err(_) => backoff(&mut delay).await,
         }
@@ -458,6 +472,11 @@ struct RawMemory {
     /// The last `next` per queue list.
     cursors: BTreeMap<Vec<QueueName>, i64>,
     sends: u64,
+    /// A shared queue just destroyed, to create again with the next request, while
+    /// Transfers are parked on it.
+    recreate: Option<QueueName>,
+    /// Sends left in a burst that fills one queue towards its limit, and the queue.
+    burst: Option<(u64, QueueName)>,
 }
 
 impl RawMemory {
@@ -503,7 +522,10 @@ async fn raw_actor(ctx: Ctx, actor: Rc<str>, mut rng: SimRng) {
     let mut conn: Option<SimConn> = None;
     let mut delay = Duration::from_millis(100);
     loop {
-        tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+        // A burst sends back to back, to fill its queue before anyone acks.
+        if memory.borrow().burst.is_none() {
+            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+        }
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
             let login = !(features.skip_login && rng.chance(0.05));
             conn = connect(&ctx, &actor, login).await;
@@ -518,7 +540,16 @@ async fn raw_actor(ctx: Ctx, actor: Rc<str>, mut rng: SimRng) {
             conn = None;
             continue;
         }
-        let request = raw_request(&ctx, &actor, &features, &memory, &mut rng);
+        if ctx.limits.is_some() && *ctx.phase.borrow() == Phase::Chaos && rng.chance(0.02) {
+            hog_connections(&ctx, &actor, &mut rng).await;
+        }
+        let own_session = c.session.as_deref() == Some(ctx.token.as_str());
+        let request = match &ctx.limits {
+            Some(limits) if rng.chance(0.2) => {
+                limit_request(&ctx, &actor, limits, own_session, &memory, &mut rng)
+            }
+            _ => raw_request(&ctx, &actor, &features, &memory, &mut rng),
+        };
         let outcome = c.exec(request.clone()).await;
         learn(&memory, &request, &outcome);
     }
@@ -535,6 +566,25 @@ fn raw_request(
     let own_transient =
         |rng: &mut SimRng| QueueName::from(format!("{}.t{}", ctx.token, rng.below(2)));
     let any_queue = |memory: &RawMemory, rng: &mut SimRng| rng.pick(&memory.queues).clone();
+    if let Some(name) = memory.recreate.take() {
+        return Request::CreatePersistent(name);
+    }
+    if let Some((left, queue)) = memory.burst.take() {
+        if left > 1 {
+            memory.burst = Some((left - 1, queue.clone()));
+        }
+        memory.sends += 1;
+        let payload = Bytes::from(format!("{actor}#{}", memory.sends));
+        return Request::Send {
+            queue,
+            message: Message {
+                payload,
+                kind: MessageKind::Request {
+                    reply_to: QueueName::from(*rng.pick(&RAW_QUEUES)),
+                },
+            },
+        };
+    }
     loop {
         match rng.below(100) {
             0..=7 => {
@@ -550,7 +600,12 @@ fn raw_request(
                 let name = if features.transient && rng.chance(0.5) {
                     own_transient(rng)
                 } else {
-                    QueueName::from(*rng.pick(&RAW_QUEUES))
+                    let name = QueueName::from(*rng.pick(&RAW_QUEUES));
+                    // Destroy and create again at once, while Transfers are parked on it.
+                    if rng.chance(0.5) {
+                        memory.recreate = Some(name.clone());
+                    }
+                    name
                 };
                 return Request::Destroy(name);
             }
@@ -625,6 +680,164 @@ fn raw_request(
             93..=97 => return Request::Diagnostics,
             98 => return Request::Login(SessionToken::from(ctx.token.as_str())),
             _ => {}
+        }
+    }
+}
+
+/// A request aimed at one of the seed's drawn limits: a body just under or over the body
+/// limit, a name just under or over the name limit, a long poll over the wait limit, a login
+/// past the per-connection limit, or the start of a burst that fills a queue.
+fn limit_request(
+    ctx: &Ctx,
+    actor: &str,
+    limits: &Limits,
+    own_session: bool,
+    memory: &Rc<RefCell<RawMemory>>,
+    rng: &mut SimRng,
+) -> Request {
+    let mut memory = memory.borrow_mut();
+    let shared = |rng: &mut SimRng| QueueName::from(*rng.pick(&RAW_QUEUES));
+    match rng.below(9) {
+        // Fresh transient queues, towards the queue limit (they go with the connection).
+        7 | 8 => Request::CreateTransient(None),
+        0 | 1 => {
+            memory.sends += 1;
+            let mut payload = format!("{actor}#{}~", memory.sends).into_bytes();
+            // Within a few bytes of the body limit, either side of it.
+            let size = (limits.body_bytes_max + rng.range(0, 24) as usize).saturating_sub(16);
+            payload.resize(size.max(payload.len()), b'x');
+            Request::Send {
+                queue: rng.pick(&memory.queues).clone(),
+                message: Message {
+                    payload: Bytes::from(payload),
+                    kind: MessageKind::Request {
+                        reply_to: shared(rng),
+                    },
+                },
+            }
+        }
+        2 => {
+            // `L0` one byte under the limit, `L1` at it, `L2` one byte over (never created).
+            let index = rng.below(LONG_NAMES as u64 + 1) as usize;
+            let mut name = format!("L{index}").into_bytes();
+            name.resize(limits.engine.name_bytes_max - 1 + index, b'n');
+            let name = QueueName::new(name);
+            match rng.below(3) {
+                0 => Request::CreatePersistent(name),
+                1 => {
+                    memory.sends += 1;
+                    Request::Send {
+                        queue: name,
+                        message: Message {
+                            payload: Bytes::from(format!("{actor}#{}", memory.sends)),
+                            kind: MessageKind::Request {
+                                reply_to: shared(rng),
+                            },
+                        },
+                    }
+                }
+                _ => Request::Transfer(TransferRequest {
+                    from: None,
+                    timeout_s: 0.0,
+                    queues: vec![shared(rng), name],
+                }),
+            }
+        }
+        3 => Request::Transfer(TransferRequest {
+            from: memory
+                .cursors
+                .get(&RAW_QUEUES.map(QueueName::from)[..])
+                .copied(),
+            timeout_s: limits.engine.wait_timeout_max.as_secs_f64() + rng.range(1, 3) as f64,
+            queues: RAW_QUEUES.map(QueueName::from).to_vec(),
+        }),
+        // Extra tokens sort after the connection's own, so its session does not change.
+        4 if own_session => Request::Login(SessionToken::from(format!(
+            "{}~{}",
+            ctx.token,
+            rng.below(limits.engine.logins_per_connection_max as u64 + 2)
+        ))),
+        _ => {
+            // A shared queue is created first (a no-op if it exists); then the sends go back
+            // to back. Other queues are only sent to: creating them persistent would blur
+            // which session owns a transient name.
+            let count = rng.range(3, limits.engine.queue_messages_max as u64 + 4);
+            if rng.chance(0.7) {
+                let queue = shared(rng);
+                memory.burst = Some((count, queue.clone()));
+                Request::CreatePersistent(queue)
+            } else {
+                let queue = rng.pick(&memory.queues).clone();
+                memory.burst = Some((count + 1, queue.clone()));
+                Request::Transfer(TransferRequest {
+                    from: None,
+                    timeout_s: 0.0,
+                    queues: vec![queue],
+                })
+            }
+        }
+    }
+}
+
+/// Opens a few more connections than the switch has room for (with drawn limits), holds them
+/// a moment and closes them; only in the chaos phase, so that the liveness phase is not
+/// starved of connections.
+async fn hog_connections(ctx: &Ctx, actor: &Rc<str>, rng: &mut SimRng) {
+    let mut held = Vec::new();
+    for _ in 0..rng.range(2, 4) {
+        if let Some(conn) = connect(ctx, actor, true).await {
+            held.push(conn);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(rng.range(300, 1500))).await;
+    drop(held);
+}
+
+/// A listener over both shared raw queues with one cursor (issue 12): it long-polls them
+/// together, follows each reply's `next` (keeping it across reconnects: ids only grow) and
+/// acks some of what it gets. A reply cut short by the reply limit must leave nothing below
+/// `next`, which the at-least-once checker judges on every reply.
+async fn listener(ctx: Ctx, actor: Rc<str>, mut rng: SimRng) {
+    let queues: Vec<QueueName> = RAW_QUEUES.map(QueueName::from).to_vec();
+    let mut cursor: Option<i64> = None;
+    let mut delay = Duration::from_millis(100);
+    let mut conn: Option<SimConn> = None;
+    loop {
+        if conn.as_ref().is_none_or(|c| c.is_broken()) {
+            conn = connect(&ctx, &actor, true).await;
+            if conn.is_none() {
+                backoff(&mut delay).await;
+                continue;
+            }
+            delay = Duration::from_millis(100);
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let timeout_s = match rng.below(4) {
+            0 => 0.0,
+            1 => rng.below(1000) as f64 / 1000.0,
+            _ => rng.range(1, 6) as f64,
+        };
+        let outcome = c
+            .exec(Request::Transfer(TransferRequest {
+                from: cursor,
+                timeout_s,
+                queues: queues.clone(),
+            }))
+            .await;
+        match outcome {
+            Outcome::Ok(ReplyData::Transfer(reply)) => {
+                cursor = Some(reply.next);
+                for (id, _) in reply.messages {
+                    if ctx.features.ack && rng.chance(0.3) {
+                        c.exec(Request::Ack(id)).await;
+                    }
+                }
+            }
+            Outcome::Status(..) => backoff(&mut delay).await,
+            _ => {}
+        }
+        if timeout_s < 1.0 {
+            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
         }
     }
 }

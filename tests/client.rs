@@ -361,3 +361,111 @@ async fn serve_survives_a_switch_restart_and_serves_what_was_queued_meanwhile() 
     assert_eq!(reply, Bytes::from_static(b"reply:meanwhile"));
     service.abort();
 }
+
+/// A switch with the given engine limits on a Unix socket in a temporary directory.
+async fn limited_switch(
+    engine: message_switch::engine::Config,
+) -> (
+    message_switch::server::Switch,
+    tempfile::TempDir,
+    message_switch::client::UnixConnector,
+) {
+    let switch = message_switch::server::Switch::start(message_switch::server::Config {
+        engine,
+        ..message_switch::server::Config::default()
+    });
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let socket = dir.path().join("sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind the socket");
+    switch.serve(listener);
+    (
+        switch,
+        dir,
+        message_switch::client::UnixConnector::new(&socket),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_by_a_limit_fails_at_once_with_a_typed_error() {
+    // Room for the client's reply queue only: the service queue cannot be created.
+    let (switch, _dir, connector) = limited_switch(message_switch::engine::Config {
+        queues_max: 1,
+        ..message_switch::engine::Config::default()
+    })
+    .await;
+    let client = Client::connect(connector, quick_config())
+        .await
+        .expect("connect");
+    let error = client
+        .call(&"svc".into(), "x", None)
+        .await
+        .expect_err("the switch has no room for the service queue");
+    assert!(error.is_overload() && !error.is_refusal(), "{error:?}");
+    assert!(
+        matches!(&error, Error::Status { status: 429, text } if text.contains("too many queues")),
+        "{error:?}"
+    );
+    assert_eq!(client.waiter_count(), 0);
+    let stats = switch.stats().await.expect("stats");
+    assert_eq!(stats.limits_hit.queues, 1, "refused once, not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refused_by_the_switch_returns_a_typed_error() {
+    let (_switch, _dir, connector) = limited_switch(message_switch::engine::Config {
+        name_bytes_max: 8,
+        ..message_switch::engine::Config::default()
+    })
+    .await;
+    let options = ServeOptions {
+        config: quick_config(),
+        ..ServeOptions::default()
+    };
+    let handler = |_: Incoming| async { Bytes::new() };
+    let error = serve(
+        connector.clone(),
+        "a-very-long-name".into(),
+        options.clone(),
+        handler,
+    )
+    .await
+    .expect_err("the name is over the switch's limit");
+    assert!(error.is_refusal(), "{error:?}");
+    // A listener whose long poll the switch refuses (a timeout over its limit) gets the
+    // typed error too, instead of reconnecting for ever.
+    let (_switch, _dir, connector) = limited_switch(message_switch::engine::Config {
+        wait_timeout_max: Duration::from_secs(1),
+        ..message_switch::engine::Config::default()
+    })
+    .await;
+    let error = serve(connector, "svc".into(), options, handler)
+        .await
+        .expect_err("the long poll is over the switch's limit");
+    assert!(
+        matches!(&error, Error::Status { status: 400, text } if text.contains("timeout too long")),
+        "{error:?}"
+    );
+}
+
+/// A client whose reply listener the switch keeps refusing (its long poll is over the
+/// switch's limit) backs off exponentially: in 20 s of (paused, virtual) time it tries a
+/// handful of times, where a loop that reset its back-off after every successful connect
+/// tried every 20 ms.
+#[tokio::test(start_paused = true)]
+async fn a_refused_reply_listener_backs_off_instead_of_hammering() {
+    let (switch, _dir, connector) = limited_switch(message_switch::engine::Config {
+        wait_timeout_max: Duration::from_secs(1),
+        ..message_switch::engine::Config::default()
+    })
+    .await;
+    let config = message_switch::client::ClientConfig {
+        jitter: message_switch::client::Jitter::seeded(12),
+        ..quick_config()
+    };
+    let _client = Client::connect(connector, config).await.expect("connect");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let refused = switch.stats().await.expect("stats").limits_hit.wait_timeout;
+    // Delays of at least 10, 20, 40, 80 and then 100 ms (half of each doubling step, up to
+    // half of the 200 ms cap): at most 4 + 20 s / 100 ms attempts.
+    assert!((1..=205).contains(&refused), "{refused} refused long polls");
+}

@@ -381,8 +381,35 @@ fn transfer_timeouts_are_bounded() {
         panic!("an over-long timeout must be refused")
     };
     assert_eq!(error.status, 400);
-    let reply = transfer_reply(Some(h.call(1, transfer(None, f64::NAN, &["q"]))));
-    assert!(reply.messages.is_empty(), "NaN means do not wait");
+    assert_eq!(h.engine.stats().limits_hit.wait_timeout, 1);
+    let zero = transfer_reply(Some(h.call(1, transfer(None, -3.0, &["q"]))));
+    assert!(
+        zero.messages.is_empty(),
+        "a negative timeout means do not wait"
+    );
+}
+
+#[test]
+fn timeouts_that_are_not_finite_are_refused_with_a_reason() {
+    let mut h = Harness::new();
+    h.login(1, "a");
+    for timeout_s in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        for request in [
+            transfer(None, timeout_s, &["q"]),
+            Request::Trace { from: 0, timeout_s },
+        ] {
+            let Reply::Error(error) = h.call(1, request.clone()) else {
+                panic!("{request:?} must be refused")
+            };
+            assert_eq!(error.status, 400, "{request:?}");
+            assert!(
+                error.text.contains("finite") && !error.text.contains('\n'),
+                "{error:?}"
+            );
+        }
+    }
+    assert_eq!(h.engine.stats().parked_transfers, 0);
+    assert_eq!(h.engine.stats().parked_traces, 0);
 }
 
 #[test]
@@ -616,6 +643,41 @@ fn limits_answer_with_4xx_and_a_reason() {
     );
     h.send(1, "q1", "x");
     assert_eq!(status(h.call(1, send("q1", "y", "r"))), 429);
+    let hits = h.engine.stats().limits_hit;
+    assert_eq!(
+        (
+            hits.logins,
+            hits.name_bytes,
+            hits.queues,
+            hits.queue_messages
+        ),
+        (1, 1, 1, 1)
+    );
+}
+
+#[test]
+fn a_send_over_the_stored_bytes_limit_is_refused_and_leaves_no_trace() {
+    let mut h = Harness::with_config(Config {
+        stored_bytes_max: 5,
+        ..Config::default()
+    });
+    h.login(1, "a");
+    h.call(1, Request::CreatePersistent("q".into()));
+    h.send(1, "q", "1234");
+    let trace_before = h.engine.stats().trace_events;
+    let Reply::Error(error) = h.call(1, send("q", "56", "r")) else {
+        panic!("the store is full")
+    };
+    assert_eq!(error.status, 429);
+    let stats = h.engine.stats();
+    assert_eq!((stats.messages, stats.payload_bytes), (1, 4));
+    assert_eq!(
+        stats.trace_events, trace_before,
+        "a refused send is not traced"
+    );
+    assert_eq!(stats.limits_hit.stored_bytes, 1);
+    let all = transfer_reply(Some(h.call(1, transfer(None, 0.0, &["q"]))));
+    assert_eq!(payloads(&all), ["1234"]);
 }
 
 #[test]
@@ -632,6 +694,72 @@ fn large_transfer_replies_are_cut_at_a_message_boundary() {
     assert_eq!(first.next, ids[0].index);
     let rest = transfer_reply(Some(h.call(1, transfer(Some(first.next), 0.0, &["q"]))));
     assert_eq!(rest.next, ids[1].index);
+    assert_eq!(h.engine.stats().limits_hit.transfer_reply_bytes, 2);
+}
+
+/// Follows `next` from the start until a Transfer returns nothing, as every listener does, and
+/// returns the payloads in the order they came and each reply's size.
+fn follow_cursor(h: &mut Harness, queues: &[&str]) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut sizes, mut from) = (Vec::new(), Vec::new(), None);
+    loop {
+        let reply = transfer_reply(Some(h.call(1, transfer(from, 0.0, queues))));
+        if reply.messages.is_empty() {
+            return (seen, sizes);
+        }
+        sizes.push(reply.messages.len());
+        seen.extend(payloads(&reply));
+        from = Some(reply.next);
+    }
+}
+
+/// Issue 12: a Transfer over A and B, cut by the reply limit before B's message, used to
+/// set `next` to A's later message, above B's, so a listener following `next` never saw B's.
+#[test]
+fn a_multi_queue_transfer_cut_by_the_reply_limit_leaves_nothing_below_its_cursor() {
+    let mut h = Harness::with_config(Config {
+        transfer_reply_bytes_max: 10,
+        ..Config::default()
+    });
+    h.login(1, "a");
+    h.call(1, Request::CreatePersistent("A".into()));
+    h.call(1, Request::CreatePersistent("B".into()));
+    let a1 = h.send(1, "A", "a1").unwrap();
+    // One byte under the limit: a1 and this do not fit in one reply.
+    let b = h.send(1, "B", "bbbbbbbbb").unwrap();
+    h.send(1, "A", "a2").unwrap();
+    let first = transfer_reply(Some(h.call(1, transfer(None, 0.0, &["A", "B"]))));
+    assert_eq!(payloads(&first), ["a1"]);
+    assert_eq!(first.next, a1.index, "next is the last message included");
+    assert!(first.next < b.index);
+    let (seen, sizes) = follow_cursor(&mut h, &["A", "B"]);
+    assert_eq!(
+        seen,
+        ["a1", "bbbbbbbbb", "a2"],
+        "every message, in id order"
+    );
+    assert_eq!(sizes, [1, 1, 1]);
+    // Named the other way round, the order of ids still decides.
+    let (seen, _) = follow_cursor(&mut h, &["B", "A"]);
+    assert_eq!(seen, ["a1", "bbbbbbbbb", "a2"]);
+}
+
+#[test]
+fn a_multi_queue_transfer_merges_its_queues_in_id_order() {
+    let mut h = Harness::new();
+    h.login(1, "a");
+    for name in ["A", "B", "C"] {
+        h.call(1, Request::CreatePersistent(name.into()));
+    }
+    for (queue, payload) in [("B", "1"), ("A", "2"), ("C", "3"), ("B", "4"), ("A", "5")] {
+        h.send(1, queue, payload);
+    }
+    let all = transfer_reply(Some(h.call(1, transfer(None, 0.0, &["A", "missing", "B"]))));
+    assert_eq!(payloads(&all), ["1", "2", "4", "5"]);
+    let ids: Vec<i64> = all.messages.iter().map(|(id, _)| id.index).collect();
+    assert_eq!(all.next, *ids.last().unwrap());
+    // A queue named twice shows its messages twice, side by side.
+    let twice = transfer_reply(Some(h.call(1, transfer(None, 0.0, &["A", "A"]))));
+    assert_eq!(payloads(&twice), ["2", "2", "5", "5"]);
 }
 
 #[test]

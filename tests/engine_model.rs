@@ -105,16 +105,20 @@ struct Model {
     connections: BTreeMap<u64, BTreeSet<String>>,
     queues: BTreeMap<String, ModelQueue>,
     parked: BTreeMap<u64, Parked>,
+    /// Most messages in one Transfer reply (payloads are one byte each, so the engine's
+    /// byte limit is a message count here).
+    reply_messages: usize,
 }
 
 impl Model {
-    fn new() -> Self {
+    fn new(reply_messages: usize) -> Self {
         Self {
             now: START,
             next_id: START / 1000,
             connections: BTreeMap::new(),
             queues: BTreeMap::new(),
             parked: BTreeMap::new(),
+            reply_messages,
         }
     }
 
@@ -133,6 +137,11 @@ impl Model {
                 }
             }
         }
+        // Merged across the queues in id order (protocol.md part A.2); a stable sort keeps a
+        // queue named twice side by side. The reply limit keeps the first ones (at least one),
+        // and `next` is then the last one kept.
+        messages.sort_by_key(|m| m.1);
+        messages.truncate(self.reply_messages.max(1));
         let next = messages.iter().map(|m| m.1).max().unwrap_or(from);
         (messages, next)
     }
@@ -487,10 +496,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
+    fn engine_matches_the_reference_model(
+        ops in proptest::collection::vec(op(), 1..60),
+        reply_messages in prop_oneof![Just(usize::MAX), 1..4usize],
+    ) {
+        let config = Config {
+            transfer_reply_bytes_max: reply_messages,
+            ..Config::default()
+        };
         let mut run = Run {
-            engine: Engine::new(Config::default(), Timestamp::from_unix_nanos(START)),
-            model: Model::new(),
+            engine: Engine::new(config, Timestamp::from_unix_nanos(START)),
+            model: Model::new(reply_messages),
             next_request: 0,
         };
         for op in &ops {

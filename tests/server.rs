@@ -389,3 +389,77 @@ async fn trace_long_poll_is_woken_by_a_send() {
         .expect("the trace read is woken");
     assert!(response.text().contains("traced"), "{}", response.text());
 }
+
+/// Issue 12, over a Unix socket as a new user met it: `a1` to A, a body one byte under the
+/// Transfer reply limit to B, then `a2` to A. A listener transferring from A and B and
+/// following each reply's `next` must get all three (the first reply used to hold `a1` and
+/// `a2` with `next` past B's message, which was then never delivered). The limit is 1 MiB
+/// here instead of the default 64 MiB, to keep a debug test quick; the code path is the same.
+#[tokio::test]
+async fn a_listener_following_next_over_two_queues_gets_every_message_despite_the_reply_limit() {
+    const LIMIT: usize = 1 << 20;
+    let (_switch, _dir, path) = unix_switch(Config {
+        engine: engine::Config {
+            transfer_reply_bytes_max: LIMIT,
+            ..engine::Config::default()
+        },
+        body_bytes_max: LIMIT,
+        ..config()
+    })
+    .await;
+    let mut raw = Raw::new(UnixStream::connect(&path).await.unwrap());
+    raw.login("listener").await;
+    raw.get("/persistent/A").await;
+    raw.get("/persistent/B").await;
+    let big = vec![b'b'; LIMIT - 1];
+    for (queue, body) in [("A", &b"a1"[..]), ("B", &big[..]), ("A", &b"a2"[..])] {
+        let sent = raw.call("POST", &format!("/request/{queue}/r"), body).await;
+        assert_eq!(sent.status, 200, "{}", sent.text());
+    }
+    let mut received = Vec::new();
+    let mut from = String::new();
+    loop {
+        let body = format!(r#"{{{from}"timeout":0,"queues":["A","B"]}}"#);
+        let response = raw.call("POST", "/transfer", body.as_bytes()).await;
+        assert_eq!(response.status, 200);
+        let reply = message_switch::protocol::TransferReply::decode(&response.body).unwrap();
+        if reply.messages.is_empty() {
+            break;
+        }
+        for (id, message) in &reply.messages {
+            received.push((id.queue.to_text(), message.payload.len()));
+        }
+        from = format!(r#""from":"{}","#, reply.next);
+    }
+    assert_eq!(
+        received,
+        [
+            ("A".to_owned(), 2),
+            ("B".to_owned(), LIMIT - 1),
+            ("A".to_owned(), 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn timeouts_that_are_not_finite_get_400_with_a_reason() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut raw = tcp(&address).await;
+    raw.login("a").await;
+    for body in [
+        &br#"{"timeout":NaN,"queues":["q"]}"#[..],
+        br#"{"timeout":Infinity,"queues":["q"]}"#,
+        br#"{"timeout":-Infinity,"queues":["q"]}"#,
+        br#"{"timeout":"nan","queues":["q"]}"#,
+    ] {
+        let response = raw.call("POST", "/transfer", body).await;
+        assert_eq!(response.status, 400, "{}", String::from_utf8_lossy(body));
+        assert!(response.text().contains("finite"), "{}", response.text());
+    }
+    for path in ["/trace/0/nan", "/trace/0/inf", "/trace/0/-infinity"] {
+        let response = raw.get(path).await;
+        assert_eq!(response.status, 400, "{path}");
+        assert!(!response.text().contains('\n'), "{}", response.text());
+    }
+    assert_eq!(raw.get("/persistent/still-here").await.status, 200);
+}

@@ -64,4 +64,18 @@ impl Error {
             Error::Unreachable(_) | Error::Disconnected(_) | Error::RequestTimedOut(_)
         )
     }
+
+    /// Whether the switch is at one of its limits (429: too many queues, messages, stored
+    /// bytes, connections or logins). The same request may succeed later, once something is
+    /// acked, destroyed or closed; whoever retries must back off.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Error::Status { status: 429, .. })
+    }
+
+    /// Whether the switch refused the request itself with a 4xx other than 429 (a name, body
+    /// or timeout over its limits, a malformed request, no session): the same request will
+    /// be refused again, so retrying cannot help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Status { status, .. } if (400..500).contains(status) && *status != 429)
+    }
 }

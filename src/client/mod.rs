@@ -25,6 +25,7 @@ pub mod format;
 mod rpc;
 mod serve;
 
+pub use backoff::Jitter;
 pub use connection::{http_request, Connection, ConnectionConfig};
 #[cfg(unix)]
 pub use connector::UnixConnector;

@@ -41,7 +41,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Jitter};
 use super::{Connection, ConnectionConfig, Connector, Error};
 use crate::protocol::{
     decode_list, decode_sent, decode_trace, Diagnostics, Message, MessageId, MessageKind,
@@ -64,6 +64,9 @@ pub struct ClientConfig {
     pub reconnect_delay_min: Duration,
     /// The longest delay between reconnect attempts.
     pub reconnect_delay_max: Duration,
+    /// Where the back-off draws its jitter from; seed it ([`Jitter::seeded`]) for
+    /// reproducible retry timing, as the simulation does.
+    pub jitter: Jitter,
 }
 
 impl Default for ClientConfig {
@@ -74,6 +77,7 @@ impl Default for ClientConfig {
             transfer_timeout: Duration::from_secs(30),
             reconnect_delay_min: Duration::from_millis(100),
             reconnect_delay_max: Duration::from_secs(2),
+            jitter: Jitter::from_entropy(),
         }
     }
 }
@@ -163,7 +167,10 @@ impl<C: Connector> Client<C> {
 
     /// Sends `body` to `queue` and waits for the response, for at most `timeout` if given.
     /// Creates `queue` if it does not exist (see [`CallOptions`]). See the module docs for
-    /// retries and their duplicates.
+    /// retries and their duplicates. Only transport failures are retried (with exponential
+    /// back-off and jitter); a switch that refuses the request (a 4xx, such as 429 when a
+    /// limit is reached) fails the call at once with [`Error::Status`], so that an overloaded
+    /// switch is not hammered and the caller decides what to do.
     pub async fn call(
         &self,
         queue: &QueueName,
@@ -395,6 +402,7 @@ impl<C: Connector> Shared<C> {
         Backoff::new(
             self.config.reconnect_delay_min,
             self.config.reconnect_delay_max,
+            self.config.jitter.clone(),
         )
     }
 
@@ -425,7 +433,6 @@ async fn listen_for_replies<C: Connector>(shared: Arc<Shared<C>>) {
                 continue;
             }
         };
-        backoff.reset();
         let mut from = None;
         let error = 'session: loop {
             if let Err(error) = shared.ack_unclaimed(&mut connection).await {
@@ -438,6 +445,9 @@ async fn listen_for_replies<C: Connector>(shared: Arc<Shared<C>>) {
                 Ok(reply) => reply,
                 Err(error) => break error,
             };
+            // Only a long poll that came back is progress (see `serve`): a switch that takes
+            // connections and refuses the Transfer must not be retried at the minimum delay.
+            backoff.reset();
             if !reply.messages.is_empty() {
                 from = Some(reply.next);
             }

@@ -74,9 +74,13 @@ pub struct Incoming {
 /// then acks the request. Runs until the returned future is dropped (which also cancels the
 /// handlers in progress; their requests stay queued and will be served again).
 ///
-/// Returns an error only if the very first connection fails (so that a misconfigured address
-/// is reported at once); after that it survives lost connections and switch restarts,
-/// reconnecting with back-off. Handlers run on tasks spawned with `tokio::spawn`.
+/// Returns an error if the very first connection fails (so that a misconfigured address is
+/// reported at once), or when the switch refuses the listener itself with a 4xx other than
+/// 429 ([`Error::is_refusal`]: a queue name or timeout over the switch's limits), which
+/// retrying cannot cure. Otherwise it survives lost connections, switch restarts and a switch
+/// at its limits (429), reconnecting with exponential back-off and jitter; the back-off only
+/// goes back to its minimum once a Transfer has come back, so a switch that keeps refusing
+/// is not hammered. Handlers run on tasks spawned with `tokio::spawn`.
 pub async fn serve<C, H, F>(
     connector: C,
     queue: QueueName,
@@ -105,7 +109,7 @@ where
     loop {
         let mut listener = match service.open_listener().await {
             Ok(connection) => connection,
-            Err(error) if !connected_before => return Err(error),
+            Err(error) if !connected_before || error.is_refusal() => return Err(error),
             Err(error) => {
                 // Already reported when the connection was lost: stay quiet while retrying.
                 tracing::debug!(%error, queue = %service.queue, "cannot reach the switch; retrying");
@@ -117,7 +121,6 @@ where
             tracing::info!(queue = %service.queue, "reconnected to the switch");
         }
         connected_before = true;
-        backoff.reset();
         let mut from = None;
         let error = 'session: loop {
             let reply = match listener
@@ -127,6 +130,10 @@ where
                 Ok(reply) => reply,
                 Err(error) => break error,
             };
+            // A long poll that came back is progress; a connection alone is not, or a switch
+            // that accepts connections and refuses the rest would be retried at the minimum
+            // delay for ever.
+            backoff.reset();
             if !reply.messages.is_empty() {
                 from = Some(reply.next);
             }
@@ -165,6 +172,9 @@ where
                 ));
             }
         };
+        if error.is_refusal() {
+            return Err(error);
+        }
         tracing::warn!(%error, queue = %service.queue, "lost the connection to the switch; reconnecting");
         backoff.wait().await;
     }
@@ -193,11 +203,14 @@ impl<C: Connector, H> Service<C, H> {
         Backoff::new(
             self.config.reconnect_delay_min,
             self.config.reconnect_delay_max,
+            self.config.jitter.clone(),
         )
     }
 
-    /// Sends the response, then acks the request; retries after transport errors until both
-    /// are done. Other errors are logged and the request is left queued to be served again.
+    /// Sends the response, then acks the request; retries after transport errors and while
+    /// the switch is at a limit (429: the reply queue or the store is full) until both are
+    /// done, backing off. Other errors are logged and the request is left queued to be served
+    /// again.
     async fn respond_and_ack(&self, request: &MessageId, reply_to: &QueueName, response: Bytes) {
         let mut backoff = self.backoff();
         let mut responded = false;
@@ -207,7 +220,7 @@ impl<C: Connector, H> Service<C, H> {
                 .await;
             match result {
                 Ok(()) => return,
-                Err(error) if error.is_transport() => {
+                Err(error) if error.is_transport() || error.is_overload() => {
                     tracing::debug!(%error, %request, "cannot answer yet; retrying");
                     backoff.wait().await;
                 }

@@ -98,6 +98,33 @@ pub struct EngineStats {
     pub messages_transferred: u64,
     /// Transient queues removed because their session's last connection closed.
     pub transient_queues_cleaned: u64,
+    /// How often each limit was reached since the engine started.
+    pub limits_hit: LimitHits,
+}
+
+/// How often each of the engine's limits ([`Config`]) was reached: a request refused with a
+/// 4xx, a Transfer reply cut short, a trace event evicted. The simulation reports these per
+/// seed and fails when a limit is never reached, so that no limit goes untested.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct LimitHits {
+    /// Requests refused for a name or token longer than `name_bytes_max`.
+    pub name_bytes: u64,
+    /// Creates refused because `queues_max` queues exist.
+    pub queues: u64,
+    /// Sends refused because the queue held `queue_messages_max` messages.
+    pub queue_messages: u64,
+    /// Sends refused because they would pass `stored_bytes_max`.
+    pub stored_bytes: u64,
+    /// Transfers and Trace reads refused for a timeout above `wait_timeout_max`.
+    pub wait_timeout: u64,
+    /// Logins refused because the connection held `logins_per_connection_max` tokens.
+    pub logins: u64,
+    /// Transfer replies that `transfer_reply_bytes_max` cut short.
+    pub transfer_reply_bytes: u64,
+    /// Trace events evicted because the trace held `trace_entries_max` events.
+    pub trace_entries: u64,
+    /// Trace events evicted because the trace held more than `trace_bytes_max` bytes.
+    pub trace_bytes: u64,
 }
 
 /// A summary of one queue, for metrics and consoles that must not copy whole queues.
@@ -123,6 +150,8 @@ struct Counters {
     messages_acked: u64,
     messages_transferred: u64,
     transient_queues_cleaned: u64,
+    /// Every field but the trace's, which the ring counts itself.
+    limits_hit: LimitHits,
 }
 
 struct ParkedTransfer {
@@ -232,6 +261,11 @@ impl Engine {
             messages_acked: self.counters.messages_acked,
             messages_transferred: self.counters.messages_transferred,
             transient_queues_cleaned: self.counters.transient_queues_cleaned,
+            limits_hit: LimitHits {
+                trace_entries: self.trace.evicted_for_entries(),
+                trace_bytes: self.trace.evicted_for_bytes(),
+                ..self.counters.limits_hit
+            },
         }
     }
 
@@ -420,26 +454,10 @@ impl Engine {
         self.connections.get(&connection)?.first().cloned()
     }
 
-    fn check_names(&self, request: &Request) -> Result<(), ErrorReply> {
+    fn check_names(&mut self, request: &Request) -> Result<(), ErrorReply> {
         let max = self.config.name_bytes_max;
-        let too_long = |len: usize| len > max;
-        let long = match request {
-            Request::Login(token) => too_long(token.len()),
-            Request::CreatePersistent(name) | Request::Destroy(name) => too_long(name.len()),
-            Request::CreateTransient(name) => name.as_ref().is_some_and(|n| too_long(n.len())),
-            Request::Send { queue, message } => {
-                too_long(queue.len())
-                    || match &message.kind {
-                        MessageKind::Request { reply_to } => too_long(reply_to.len()),
-                        MessageKind::Response { request } => too_long(request.queue.len()),
-                    }
-            }
-            Request::Transfer(transfer) => transfer.queues.iter().any(|q| too_long(q.len())),
-            Request::Ack(id) => too_long(id.queue.len()),
-            Request::List { prefix, .. } => too_long(prefix.len()),
-            _ => false,
-        };
-        if long {
+        if request.longest_name_bytes() > max {
+            self.counters.limits_hit.name_bytes += 1;
             Err(ErrorReply::new(
                 400,
                 format!("name too long (limit {max} bytes)"),
@@ -459,6 +477,7 @@ impl Engine {
             return Ok(Reply::Empty);
         }
         if tokens.len() >= self.config.logins_per_connection_max {
+            self.counters.limits_hit.logins += 1;
             return Err(ErrorReply::new(
                 429,
                 format!(
@@ -479,6 +498,7 @@ impl Engine {
     ) -> Result<Reply, ErrorReply> {
         if self.store.queue(&name).is_none() {
             if self.store.queue_count() >= self.config.queues_max {
+                self.counters.limits_hit.queues += 1;
                 return Err(ErrorReply::new(
                     429,
                     format!("too many queues (limit {})", self.config.queues_max),
@@ -537,6 +557,7 @@ impl Engine {
             return Ok(Reply::Sent(None));
         };
         if stored.messages.len() >= self.config.queue_messages_max {
+            self.counters.limits_hit.queue_messages += 1;
             return Err(ErrorReply::new(
                 429,
                 format!(
@@ -546,6 +567,7 @@ impl Engine {
             ));
         }
         if self.store.payload_bytes() + message.payload.len() > self.config.stored_bytes_max {
+            self.counters.limits_hit.stored_bytes += 1;
             return Err(ErrorReply::new(
                 429,
                 format!(
@@ -665,12 +687,21 @@ impl Engine {
         self.transfers.insert(request, parked);
     }
 
-    fn wait_duration(&self, seconds: f64) -> Result<Duration, ErrorReply> {
+    fn wait_duration(&mut self, seconds: f64) -> Result<Duration, ErrorReply> {
+        // NaN would otherwise read as "no wait" and +inf as "longer than the limit": both
+        // are client mistakes worth naming (protocol.md part A.9).
+        if !seconds.is_finite() {
+            return Err(ErrorReply::new(
+                400,
+                format!("timeout must be a finite number of seconds, not {seconds}"),
+            ));
+        }
         if self.stopping {
             return Ok(Duration::ZERO);
         }
         let duration = seconds_to_duration(seconds);
         if duration > self.config.wait_timeout_max {
+            self.counters.limits_hit.wait_timeout += 1;
             return Err(ErrorReply::new(
                 400,
                 format!(
@@ -695,26 +726,9 @@ impl Engine {
     }
 
     fn finish_transfer(&mut self, now: Timestamp, request: RequestId, parked: ParkedTransfer) {
-        let mut messages = Vec::new();
-        let mut reply_bytes = 0usize;
-        let mut next = parked.from;
-        'queues: for name in &parked.queues {
-            let Some(queue) = self.store.queue(name) else {
-                continue;
-            };
-            for (&index, stored) in queue
-                .messages
-                .range((Bound::Excluded(parked.from), Bound::Unbounded))
-            {
-                let size = stored.message.payload.len();
-                if !messages.is_empty() && reply_bytes + size > self.config.transfer_reply_bytes_max
-                {
-                    break 'queues;
-                }
-                reply_bytes += size;
-                next = next.max(index);
-                messages.push((MessageId::new(name.clone(), index), stored.message.clone()));
-            }
+        let (messages, next, cut) = self.transfer_batch(&parked.queues, parked.from);
+        if cut {
+            self.counters.limits_hit.transfer_reply_bytes += 1;
         }
         let expected = now.saturating_add(parked.timeout);
         for name in &parked.queues {
@@ -743,6 +757,62 @@ impl Engine {
             reply: Reply::Transfer(TransferReply { messages, next }),
             after_sync: false,
         });
+    }
+
+    /// The messages a Transfer from `from` over `queues` returns now, its `next`, and whether
+    /// the reply limit left messages out.
+    ///
+    /// Messages are taken in ascending id order across all the queues (protocol.md part A.2),
+    /// so when the reply limit cuts the batch short, every message left out has a larger id
+    /// than every message included, and `next`, the id of the last message included, leaves
+    /// nothing stored below the cursor undelivered. Walking the queues one after another
+    /// instead would put `next` past the messages of a later queue that the cut left out
+    /// (issue 12). Ids come from one switch-wide counter, so no two queues share one; a queue
+    /// named twice yields its messages twice, side by side, as the reference repeats them.
+    fn transfer_batch(
+        &self,
+        queues: &[QueueName],
+        from: i64,
+    ) -> (Vec<(MessageId, Message)>, i64, bool) {
+        let mut heads: Vec<_> = queues
+            .iter()
+            .filter_map(|name| {
+                let queue = self.store.queue(name)?;
+                let mut messages = queue
+                    .messages
+                    .range((Bound::Excluded(from), Bound::Unbounded))
+                    .peekable();
+                messages.peek()?;
+                Some((name, messages))
+            })
+            .collect();
+        let mut batch = Vec::new();
+        let mut reply_bytes = 0usize;
+        let mut next = from;
+        // Each round takes from the queue whose first message left has the smallest id (the
+        // first such queue on a tie, which only a repeated name can make).
+        while let Some(position) =
+            (0..heads.len()).min_by_key(|&i| heads[i].1.peek().map(|(&index, _)| index))
+        {
+            let (name, messages) = &mut heads[position];
+            let Some((&index, stored)) = messages.next() else {
+                break;
+            };
+            let size = stored.message.payload.len();
+            if !batch.is_empty() && reply_bytes + size > self.config.transfer_reply_bytes_max {
+                return (batch, next, true);
+            }
+            reply_bytes += size;
+            next = index;
+            batch.push((
+                MessageId::new((*name).clone(), index),
+                stored.message.clone(),
+            ));
+            if messages.peek().is_none() {
+                let _exhausted = heads.swap_remove(position);
+            }
+        }
+        (batch, next, false)
     }
 
     /// For a response whose request is still stored: ns since the request was stored.

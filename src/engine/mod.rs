@@ -29,7 +29,8 @@ mod trace;
 
 pub use config::Config;
 pub use machine::{
-    changes_durable_state, ConnectionId, Engine, EngineStats, Output, QueueSummary, RequestId,
+    changes_durable_state, ConnectionId, Engine, EngineStats, LimitHits, Output, QueueSummary,
+    RequestId,
 };
 pub use state::{Event, Queue, QueueStore, StoredMessage};
 pub use time::{seconds_to_duration, Timestamp};

@@ -53,6 +53,8 @@ pub struct TraceRing {
     entries_max: usize,
     bytes_max: usize,
     truncate_bytes: usize,
+    evicted_for_entries: u64,
+    evicted_for_bytes: u64,
 }
 
 impl TraceRing {
@@ -66,7 +68,19 @@ impl TraceRing {
             entries_max: entries_max.max(1),
             bytes_max,
             truncate_bytes,
+            evicted_for_entries: 0,
+            evicted_for_bytes: 0,
         }
+    }
+
+    /// Events evicted (oldest first) because the ring held its most events.
+    pub fn evicted_for_entries(&self) -> u64 {
+        self.evicted_for_entries
+    }
+
+    /// Events evicted (oldest first) because the ring held more than its byte budget.
+    pub fn evicted_for_bytes(&self) -> u64 {
+        self.evicted_for_bytes
     }
 
     /// The id the next recorded event will get (the number of events ever recorded).
@@ -116,6 +130,11 @@ impl TraceRing {
         while self.events.len() > 1
             && (self.events.len() > self.entries_max || self.bytes > self.bytes_max)
         {
+            if self.events.len() > self.entries_max {
+                self.evicted_for_entries += 1;
+            } else {
+                self.evicted_for_bytes += 1;
+            }
             if let Some((_, evicted)) = self.events.pop_front() {
                 self.bytes -= evicted.bytes;
             }
@@ -239,6 +258,17 @@ mod tests {
         }
         assert_eq!(small.event_count(), 2);
         assert!(small.bytes() <= 2 * EVENT_OVERHEAD_BYTES + 10);
+        // Each eviction is counted against the limit that caused it; the oldest goes first.
+        assert_eq!(
+            (ring.evicted_for_entries(), ring.evicted_for_bytes()),
+            (2, 0)
+        );
+        assert_eq!(
+            (small.evicted_for_entries(), small.evicted_for_bytes()),
+            (0, 3)
+        );
+        let ids: Vec<i64> = small.events_from(0).iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [3, 4]);
     }
 
     #[test]

@@ -97,6 +97,35 @@ pub struct HttpRequest {
 }
 
 impl Request {
+    /// The length in bytes of the longest queue name or session token the request carries
+    /// (0 if none): what the switch holds against its name limit. Payloads and web paths do
+    /// not count.
+    pub fn longest_name_bytes(&self) -> usize {
+        match self {
+            Request::Login(token) => token.len(),
+            Request::CreatePersistent(name) | Request::Destroy(name) => name.len(),
+            Request::CreateTransient(name) => name.as_ref().map_or(0, QueueName::len),
+            Request::Send { queue, message } => queue.len().max(match &message.kind {
+                MessageKind::Request { reply_to } => reply_to.len(),
+                MessageKind::Response { request } => request.queue.len(),
+            }),
+            Request::Transfer(transfer) => transfer
+                .queues
+                .iter()
+                .map(QueueName::len)
+                .max()
+                .unwrap_or(0),
+            Request::Ack(id) => id.queue.len(),
+            Request::List { prefix, .. } => prefix.len(),
+            Request::Trace { .. }
+            | Request::Diagnostics
+            | Request::Shutdown
+            | Request::Web(_)
+            | Request::Metrics
+            | Request::Health => 0,
+        }
+    }
+
     /// Whether the reference refuses this request (404 `Please log in.`) on a connection that
     /// has not logged in.
     pub fn needs_session(&self) -> bool {
