@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use tokio::net::{TcpListener, UnixListener};
 
 use message_switch::cli::switch::Args;
-use message_switch::server::{bind_unix, Config, Switch};
+use message_switch::server::{bind_unix, runtime, Config, Switch};
 use message_switch::systemd::activation::{self, Passed};
 use message_switch::systemd::notify::{self, Notifier, Readiness};
 
@@ -39,23 +39,9 @@ fn start() -> Result<()> {
     let readiness = Readiness::new(
         Notifier::from_env().context("cannot use the service manager's NOTIFY_SOCKET")?,
     );
-    runtime(args.threads)?.block_on(run(args, config, passed, readiness))
-}
-
-/// A current-thread runtime for one thread (no wake-ups cross threads), else a
-/// multi-threaded one with `threads` workers.
-fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(usize::from(threads));
-        builder
-    };
-    builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    runtime(args.threads)
+        .context("cannot start the async runtime")?
+        .block_on(run(args, config, passed, readiness))
 }
 
 async fn run(args: Args, config: Config, passed: Vec<Passed>, readiness: Readiness) -> Result<()> {

@@ -9,8 +9,9 @@ mod request;
 mod types;
 
 pub use reply::{
-    decode_list, decode_sent, decode_trace, DecodeError, Diagnostics, ErrorReply, QueueDiagnostics,
-    Reply, TraceEvent, TraceMessage, TransferReply, PLEASE_LOG_IN,
+    decode_list, decode_sent, decode_trace, write_message_id, write_message_kind, DecodeError,
+    Diagnostics, ErrorReply, QueueDiagnostics, Reply, TraceEvent, TraceMessage, TransferReply,
+    PLEASE_LOG_IN,
 };
 pub use request::{
     decode_segment, encode_segment, HttpRequest, Request, RouteError, TransferRequest,

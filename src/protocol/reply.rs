@@ -292,7 +292,8 @@ fn encode_trace(events: &[(i64, TraceEvent)]) -> Vec<u8> {
     out
 }
 
-fn write_message_id(out: &mut Vec<u8>, id: &MessageId) {
+/// Writes a message id as the wire has it: `["QUEUE",INDEX]`.
+pub fn write_message_id(out: &mut Vec<u8>, id: &MessageId) {
     out.push(b'[');
     json::write_string(out, id.queue.as_bytes());
     out.push(b',');
@@ -304,7 +305,14 @@ fn write_message(out: &mut Vec<u8>, message: &Message) {
     out.extend_from_slice(b"{\"payload\":");
     json::write_string(out, &message.payload);
     out.extend_from_slice(b",\"kind\":");
-    match &message.kind {
+    write_message_kind(out, &message.kind);
+    out.extend_from_slice(b"}");
+}
+
+/// Writes a message's kind as the wire has it: `["Request","REPLY_TO"]` or
+/// `["Response",["QUEUE",INDEX]]`.
+pub fn write_message_kind(out: &mut Vec<u8>, kind: &MessageKind) {
+    match kind {
         MessageKind::Request { reply_to } => {
             out.extend_from_slice(b"[\"Request\",");
             json::write_string(out, reply_to.as_bytes());
@@ -314,7 +322,7 @@ fn write_message(out: &mut Vec<u8>, message: &Message) {
             write_message_id(out, request);
         }
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 fn write_queue_map(out: &mut Vec<u8>, queues: &[(QueueName, QueueDiagnostics)]) {

@@ -16,11 +16,13 @@ mod durable;
 mod head_timeout;
 mod http;
 mod metrics;
+mod runtime;
 mod sampler;
 mod transfer_body;
 mod web;
 
 pub use metrics::Histogram;
+pub use runtime::runtime;
 pub use sampler::SamplerConfig;
 
 use std::future::Future;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::protocol::json;
-use crate::protocol::{Message, MessageId, MessageKind, TransferReply};
+use crate::protocol::{write_message_id, write_message_kind, Message, MessageId, TransferReply};
 
 /// Replies whose payloads add up to at least this many bytes are streamed.
 pub(crate) const STREAM_PAYLOAD_BYTES_MIN: usize = 1 << 20;
@@ -175,31 +175,14 @@ fn write_head(out: &mut Vec<u8>, index: usize, id: &MessageId) {
 /// `","kind":KIND]}]`: the rest of a message and of its `[id, message]` pair.
 fn write_tail(out: &mut Vec<u8>, message: &Message) {
     out.extend_from_slice(b"\",\"kind\":");
-    match &message.kind {
-        MessageKind::Request { reply_to } => {
-            out.extend_from_slice(b"[\"Request\",");
-            json::write_string(out, reply_to.as_bytes());
-        }
-        MessageKind::Response { request } => {
-            out.extend_from_slice(b"[\"Response\",");
-            write_message_id(out, request);
-        }
-    }
-    out.extend_from_slice(b"]}]");
+    write_message_kind(out, &message.kind);
+    out.extend_from_slice(b"}]");
 }
 
 fn write_close(out: &mut Vec<u8>, next: i64) {
     out.extend_from_slice(b"],\"next\":\"");
     json::write_int(out, next);
     out.extend_from_slice(b"\"}");
-}
-
-fn write_message_id(out: &mut Vec<u8>, id: &MessageId) {
-    out.push(b'[');
-    json::write_string(out, id.queue.as_bytes());
-    out.push(b',');
-    json::write_int(out, id.index);
-    out.push(b']');
 }
 
 /// The escaped contents of a JSON string, without its quotes. Escaping is byte by byte, so a
@@ -229,7 +212,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    use crate::protocol::QueueName;
+    use crate::protocol::{MessageKind, QueueName};
 
     /// A reply with messages of the given payload sizes, payload bytes cycling through every
     /// value (so every escape appears), alternating requests and responses.

@@ -38,16 +38,7 @@ const BODY_BYTES_MAX: usize = 64 << 20;
 /// runtime of `threads` threads built as the switch builds its own. Prints `listening on tcp
 /// ADDR` and `listening on unix PATH` on stderr, as the switch does.
 pub fn run_server(unix: &Path, threads: u16) -> Result<()> {
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(usize::from(threads));
-        builder
-    };
-    builder
-        .enable_all()
-        .build()
+    message_switch::server::runtime(threads)
         .context("cannot start the async runtime")?
         .block_on(serve(unix))
 }
