@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -105,17 +105,7 @@ impl Drop for Background {
 
 /// Reads a child's stdout line by line on a thread, so the test can wait for a line.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
+    common::process::lines_of(child.stdout.take().expect("piped stdout"))
 }
 
 /// Waits for a line satisfying `wanted`, returning every line read up to it.

@@ -1,7 +1,7 @@
 //! A `message-switch` process started by a test with its own arguments, killed when
 //! dropped, with its stderr read line by line on a thread.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
@@ -9,10 +9,15 @@ use super::{wait_until, DEADLINE};
 
 /// Reads `child`'s piped stderr line by line on a thread.
 pub fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
+    lines_of(child.stderr.take().expect("piped stderr"))
+}
+
+/// Reads `stream` (a child's piped output) line by line on a thread, so that a test can wait
+/// for a line; the receiver ends when the stream does.
+pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (lines, receiver) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if lines.send(line).is_err() {
                 break;
