@@ -27,7 +27,7 @@ pub mod sexp;
 
 use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::builder::Resettable;
 use clap::parser::ValueSource;
@@ -143,7 +143,7 @@ pub fn merge(
         file: file.clone(),
         error,
     })?;
-    merge_text(command, config_id, argv, &file, &text)
+    merge_matched(&relaxed, &matches, config_id, argv, &file, &text)
 }
 
 /// [`merge`] with the config file's contents already read: `text` stands for the file
@@ -152,30 +152,41 @@ pub fn merge_text(
     command: &Command,
     config_id: &str,
     argv: Vec<OsString>,
-    file: &std::path::Path,
+    file: &Path,
     text: &str,
 ) -> Result<Vec<OsString>, ConfigError> {
     let relaxed = relaxed(command);
     let Ok(matches) = relaxed.clone().try_get_matches_from(&argv) else {
         return Ok(argv);
     };
-    let file = file.to_path_buf();
-    let from_file =
-        arguments(&relaxed, config_id, &matches, text).map_err(|error| match error {
-            Problem::Syntax(error) => ConfigError::Syntax {
-                file: file.clone(),
-                error,
-            },
-            Problem::Field(at, problem) => ConfigError::Field {
-                file: file.clone(),
-                at,
-                problem,
-            },
-        })?;
+    merge_matched(&relaxed, &matches, config_id, argv, file, text)
+}
+
+/// The fields of `text` inserted into `argv`, whose options `matches` (parsed by the
+/// `relaxed` command) already holds.
+fn merge_matched(
+    relaxed: &Command,
+    matches: &ArgMatches,
+    config_id: &str,
+    argv: Vec<OsString>,
+    file: &Path,
+    text: &str,
+) -> Result<Vec<OsString>, ConfigError> {
+    let from_file = arguments(relaxed, config_id, matches, text).map_err(|error| match error {
+        Problem::Syntax(error) => ConfigError::Syntax {
+            file: file.to_path_buf(),
+            error,
+        },
+        Problem::Field(at, problem) => ConfigError::Field {
+            file: file.to_path_buf(),
+            at,
+            problem,
+        },
+    })?;
     let mut argv = argv.into_iter();
     let program = argv
         .next()
-        .unwrap_or_else(|| OsString::from(command.get_name()));
+        .unwrap_or_else(|| OsString::from(relaxed.get_name()));
     Ok(std::iter::once(program)
         .chain(from_file)
         .chain(argv)
