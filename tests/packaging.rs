@@ -522,20 +522,27 @@ fn check_loads_on_the_oldest_host(deb: &str, rpm: &str) {
     let deb_root = tempfile::tempdir().expect("temporary directory");
     run("dpkg-deb", &["-x", deb, &deb_root.path().to_string_lossy()]);
     let rpm_root = tempfile::tempdir().expect("temporary directory");
-    let rpm_file = std::fs::File::open(rpm).expect("the .rpm");
     // rpm2archive (of the rpm package, like rpmbuild) turns the payload into a tar.gz.
-    let archive = Command::new("rpm2archive")
+    let payload = rpm_root.path().join("payload.tar.gz");
+    let written = Command::new("rpm2archive")
         .arg("-")
-        .stdin(rpm_file)
-        .stdout(Stdio::piped())
-        .spawn()
+        .stdin(std::fs::File::open(rpm).expect("the .rpm"))
+        .stdout(std::fs::File::create(&payload).expect("payload.tar.gz"))
+        .output()
         .unwrap_or_else(|error| panic!("cannot run rpm2archive (rpm): {error}"));
-    succeed(
-        Command::new("tar")
-            .arg("-xz")
-            .arg("-C")
-            .arg(rpm_root.path())
-            .stdin(archive.stdout.expect("rpm2archive's stdout")),
+    assert!(
+        written.status.success(),
+        "rpm2archive {rpm}: {}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    run(
+        "tar",
+        &[
+            "-xzf",
+            &payload.to_string_lossy(),
+            "-C",
+            &rpm_root.path().to_string_lossy(),
+        ],
     );
     let mut problems = Vec::new();
     for (package, root) in [(deb, deb_root.path()), (rpm, rpm_root.path())] {
@@ -564,8 +571,9 @@ fn check_loads_on_the_oldest_host(deb: &str, rpm: &str) {
     problems.extend(loader_needs::rpm_requirement_problems(&requires));
     assert!(
         problems.is_empty(),
-        "the packaged binaries would not load on a XenServer 8 / XCP-ng 8 dom0 \
-         (glibc {}; packaging/build-packages.sh must build them with cargo zigbuild):\n{}",
+        "the packaged binaries would not load on a XenServer 8 / XCP-ng 8 dom0, whose newest \
+         glibc version is {} (packaging/build-packages.sh builds them for it with cargo \
+         zigbuild):\n{}",
         loader_needs::GLIBC_FLOOR,
         problems.join("\n")
     );

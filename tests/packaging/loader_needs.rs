@@ -60,10 +60,22 @@ impl fmt::Display for GlibcVersion {
 pub struct LoaderNeeds {
     /// The `NEEDED` libraries, in order.
     pub libraries: Vec<String>,
-    /// The version-needs section: (library, version name), e.g. ("libc.so.6", "GLIBC_2.17").
-    pub versions: Vec<(String, String)>,
-    /// The undefined dynamic symbols with a version: (symbol, version name).
-    pub symbols: Vec<(String, String)>,
+    /// The version-needs section.
+    pub versions: Vec<VersionNeed>,
+    /// The undefined dynamic symbols with a version: (symbol, [`VersionNeed::index`]).
+    pub symbols: Vec<(String, u32)>,
+}
+
+/// One entry of the version-needs section: `library` must define the version `name`.
+#[derive(Debug, PartialEq)]
+pub struct VersionNeed {
+    /// e.g. `libc.so.6`.
+    pub library: String,
+    /// e.g. `GLIBC_2.17`.
+    pub name: String,
+    /// The index the binary's symbols refer to it by (two libraries may both have a
+    /// `GLIBC_2.29`, e.g. libc and libm: the name alone does not tell whose it is).
+    pub index: u32,
 }
 
 impl LoaderNeeds {
@@ -86,7 +98,12 @@ impl LoaderNeeds {
             .filter(|library| !ALLOWED_LIBRARIES.contains(&library.as_str()))
             .map(|library| format!("needs the library {library}, which is not glibc's"))
             .collect();
-        for (library, version) in &self.versions {
+        for VersionNeed {
+            library,
+            name: version,
+            index,
+        } in &self.versions
+        {
             let why = match GlibcVersion::parse(version) {
                 Some(parsed) if parsed <= GLIBC_FLOOR => continue,
                 Some(_) => format!("newer than {GLIBC_FLOOR}"),
@@ -95,7 +112,7 @@ impl LoaderNeeds {
             let wanting: Vec<&str> = self
                 .symbols
                 .iter()
-                .filter(|(_, wanted)| wanted == version)
+                .filter(|(_, wanted)| wanted == index)
                 .map(|(symbol, _)| symbol.as_str())
                 .collect();
             problems.push(format!(
@@ -144,7 +161,7 @@ fn needed_libraries(dynamic: &str) -> Vec<String> {
         .collect()
 }
 
-/// The (library, version) pairs of `readelf --version-info`'s version-needs section:
+/// The entries of `readelf --version-info`'s version-needs section:
 ///
 /// ```text
 /// Version needs section '.gnu.version_r' contains 2 entries:
@@ -152,7 +169,7 @@ fn needed_libraries(dynamic: &str) -> Vec<String> {
 ///   000000: Version: 1  File: libc.so.6  Cnt: 2
 ///   0x0060:   Name: GLIBC_2.2.5  Flags: none  Version: 2
 /// ```
-fn version_needs(version_info: &str) -> Vec<(String, String)> {
+fn version_needs(version_info: &str) -> Vec<VersionNeed> {
     let mut needs = Vec::new();
     let mut in_section = false;
     let mut file: Option<&str> = None;
@@ -164,32 +181,42 @@ fn version_needs(version_info: &str) -> Vec<(String, String)> {
             if let Some(rest) = line.split_once("File: ").map(|(_, rest)| rest) {
                 file = rest.split_whitespace().next();
             } else if let Some(rest) = line.split_once("Name: ").map(|(_, rest)| rest) {
-                let name = rest.split_whitespace().next().unwrap_or_default();
-                let file = file.unwrap_or_else(|| panic!("version {name} before any File:"));
-                needs.push((file.to_owned(), name.to_owned()));
+                let unexpected = || -> ! { panic!("unexpected version need of readelf: {line}") };
+                let name = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_else(|| unexpected());
+                let index = rest
+                    .split_once("Version: ")
+                    .and_then(|(_, index)| index.trim().parse().ok())
+                    .unwrap_or_else(|| unexpected());
+                needs.push(VersionNeed {
+                    library: file.unwrap_or_else(|| unexpected()).to_owned(),
+                    name: name.to_owned(),
+                    index,
+                });
             }
         }
     }
     needs
 }
 
-/// The (symbol, version) pairs of `readelf --dyn-syms`'s undefined symbols with a version:
-/// `1: 0000000000000000 0 FUNC GLOBAL DEFAULT UND memcpy@GLIBC_2.14 (3)`.
-fn versioned_undefined_symbols(dyn_syms: &str) -> Vec<(String, String)> {
+/// The (symbol, version index) pairs of `readelf --dyn-syms`'s undefined symbols with a
+/// version: `1: 0000000000000000 0 FUNC GLOBAL DEFAULT UND memcpy@GLIBC_2.14 (3)`.
+fn versioned_undefined_symbols(dyn_syms: &str) -> Vec<(String, u32)> {
     dyn_syms
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                [_, _, _, _, _, _, "UND", name, ..] => {
-                    let (symbol, version) = name.split_once('@')?;
-                    Some((
-                        symbol.to_owned(),
-                        version.trim_start_matches('@').to_owned(),
-                    ))
-                }
-                _ => None,
-            }
+            let [_, _, _, _, _, _, "UND", name, rest @ ..] = fields.as_slice() else {
+                return None;
+            };
+            let (symbol, _) = name.split_once('@')?;
+            let index = rest
+                .first()
+                .and_then(|index| index.strip_prefix('(')?.strip_suffix(')')?.parse().ok())
+                .unwrap_or_else(|| panic!("a versioned symbol without its index: {line}"));
+            Some((symbol.to_owned(), index))
         })
         .collect()
 }
@@ -269,16 +296,19 @@ mod tests {
              Addr: 0x0000000000000e5c  Offset: 0x00000e5c  Link: 5 (.dynsym)
               000:   0 (*local*)       2 (GLIBC_2.2.5)   3 (GCC_3.0)
 
-            Version needs section '.gnu.version_r' contains 2 entries:
+            Version needs section '.gnu.version_r' contains 3 entries:
              Addr: 0x0000000000000ee8  Offset: 0x00000ee8  Link: 8 (.dynstr)
               000000: Version: 1  File: libgcc_s.so.1  Cnt: 1
               0x0020:   Name: GCC_3.0  Flags: none  Version: 3
               0x0010: Version: 1  File: libc.so.6  Cnt: 3
               0x0030:   Name: GLIBC_2.2.5  Flags: none  Version: 2
               0x0040:   Name: GLIBC_2.34  Flags: none  Version: 4
-              0x0050:   Name: GLIBC_2.17  Flags: none  Version: 5";
+              0x0050:   Name: GLIBC_2.17  Flags: none  Version: 5
+              0x0060:   Name: GLIBC_2.29  Flags: none  Version: 6
+              0x0030: Version: 1  File: libm.so.6  Cnt: 1
+              0x0070:   Name: GLIBC_2.29  Flags: none  Version: 7";
         let dyn_syms = "
-            Symbol table '.dynsym' contains 7 entries:
+            Symbol table '.dynsym' contains 9 entries:
                Num:    Value          Size Type    Bind   Vis      Ndx Name
                  0: 0000000000000000     0 NOTYPE  LOCAL  DEFAULT  UND
                  1: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND __libc_start_main@GLIBC_2.34 (4)
@@ -286,17 +316,27 @@ mod tests {
                  3: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND pthread_create@GLIBC_2.34 (4)
                  4: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND clock_gettime@GLIBC_2.17 (5)
                  5: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND close@GLIBC_2.2.5 (2)
-                 6: 0000000000004010     8 OBJECT  GLOBAL DEFAULT   25 environ@@GLIBC_2.2.5";
+                 6: 0000000000004010     8 OBJECT  GLOBAL DEFAULT   25 environ@@GLIBC_2.2.5
+                 7: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND pow@GLIBC_2.29 (7)
+                 8: 0000000000000000     0 FUNC    GLOBAL DEFAULT  UND posix_spawn_file_actions_addchdir_np@GLIBC_2.29 (6)";
         let needs = LoaderNeeds {
             libraries: needed_libraries(dynamic),
             versions: version_needs(version_info),
             symbols: versioned_undefined_symbols(dyn_syms),
         };
         assert_eq!(needs.libraries, ["libgcc_s.so.1", "libc.so.6"]);
-        assert_eq!(needs.versions.len(), 4, "{:?}", needs.versions);
+        assert_eq!(
+            needs.versions[1],
+            VersionNeed {
+                library: "libc.so.6".to_owned(),
+                name: "GLIBC_2.2.5".to_owned(),
+                index: 2
+            }
+        );
+        assert_eq!(needs.versions.len(), 6, "{:?}", needs.versions);
         assert_eq!(
             needs.symbols.len(),
-            5,
+            7,
             "undefined ones only: {:?}",
             needs.symbols
         );
@@ -306,6 +346,8 @@ mod tests {
                 "needs the library libgcc_s.so.1, which is not glibc's",
                 "needs GCC_3.0 of libgcc_s.so.1 (not a public glibc version), for: _Unwind_Resume",
                 "needs GLIBC_2.34 of libc.so.6 (newer than GLIBC_2.17), for: __libc_start_main, pthread_create",
+                "needs GLIBC_2.29 of libc.so.6 (newer than GLIBC_2.17), for: posix_spawn_file_actions_addchdir_np",
+                "needs GLIBC_2.29 of libm.so.6 (newer than GLIBC_2.17), for: pow",
             ]
         );
     }
