@@ -223,8 +223,8 @@ fn versioned_undefined_symbols(dyn_syms: &str) -> Vec<(String, u32)> {
 
 /// One line per requirement of an RPM (`rpm -qp --requires`) that a glibc-2.17 host may
 /// not meet: a library other than [`ALLOWED_LIBRARIES`], a glibc version newer than
-/// [`GLIBC_FLOOR`], or anything else than the shell of the scriptlets, rpm's own features
-/// and the package's config.
+/// [`GLIBC_FLOOR`], or anything else than the shell of the scriptlets, rpm's own features,
+/// the loader's `.gnu.hash` support and the package's config.
 pub fn rpm_requirement_problems(requires: &str) -> Vec<String> {
     requires
         .lines()
@@ -239,7 +239,10 @@ pub fn rpm_requirement_problems(requires: &str) -> Vec<String> {
 
 /// Why a glibc-2.17 host may not meet `requirement`, if it may not.
 fn rpm_requirement_problem(requirement: &str) -> Option<String> {
+    // rtld(GNU_HASH): the loader reads .gnu.hash, as glibc's has since 2.5 (glibc's
+    // package provides it, on EL5 and later).
     if requirement == "/bin/sh"
+        || requirement == "rtld(GNU_HASH)"
         || requirement.starts_with("rpmlib(")
         || requirement.starts_with("config(")
     {
@@ -356,13 +359,14 @@ mod tests {
     fn rpm_requirements_past_the_floor_are_named() {
         let requires = "/bin/sh\nconfig(message-switch-rs) = 0.1.0-1\n\
             libc.so.6()(64bit)\nlibc.so.6(GLIBC_2.17)(64bit)\nlibc.so.6(GLIBC_2.34)(64bit)\n\
-            libgcc_s.so.1()(64bit)\nlibssl.so.3()(64bit)\nrpmlib(FileDigests) <= 4.6.0-1\n";
+            libgcc_s.so.1()(64bit)\nlibssl.so.3()(64bit)\nrpmlib(FileDigests) <= 4.6.0-1\nrtld(GNU_HASH)\nlibc.so.6(GLIBC_2.17\n";
         assert_eq!(
             rpm_requirement_problems(requires),
             [
                 "the RPM requires libc.so.6(GLIBC_2.34)(64bit): newer than GLIBC_2.17",
                 "the RPM requires libgcc_s.so.1()(64bit): libgcc_s.so.1 is not a library of glibc's",
                 "the RPM requires libssl.so.3()(64bit): libssl.so.3 is not a library of glibc's",
+                "the RPM requires libc.so.6(GLIBC_2.17: not in rpm's form LIBRARY(VERSION)(64bit)",
             ]
         );
     }
