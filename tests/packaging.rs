@@ -10,8 +10,8 @@
 //! cargo test --test packaging -- --ignored
 //! ```
 //!
-//! It also checks that the binaries in both packages load on a XenServer 8 / XCP-ng 8 dom0
-//! (glibc 2.17), and so does the RPM's `Requires` (loader_needs.rs).
+//! That test also checks that the binaries in both packages, and the RPM's `Requires`, need
+//! no more than a XenServer 8 / XCP-ng 8 dom0 (glibc 2.17) has (packaging/loader_needs.rs).
 //!
 //! That test needs `dpkg-deb` and `dpkg-shlibdeps` (dpkg-dev), `man` (Debian's man-db),
 //! `rpmbuild` and `rpm2archive` (Debian's rpm), `readelf` (binutils), `systemd-analyze` and
@@ -546,20 +546,23 @@ fn check_loads_on_the_oldest_host(deb: &str, rpm: &str) {
     );
     let mut problems = Vec::new();
     for (package, root) in [(deb, deb_root.path()), (rpm, rpm_root.path())] {
-        let package = Path::new(package).file_name().expect("a file name");
+        let package = Path::new(package)
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy();
         for binary in ["usr/sbin/message-switch", "usr/sbin/message-cli"] {
             let needs = LoaderNeeds::read(&root.join(binary));
             // A binary read as needing nothing would pass whatever it was linked against.
             assert!(
                 needs.libraries.iter().any(|library| library == "libc.so.6")
                     && !needs.versions.is_empty(),
-                "{binary} of {package:?}: no libc.so.6 or no version needs read: {needs:?}"
+                "{binary} of {package}: no libc.so.6 or no version needs read: {needs:?}"
             );
             problems.extend(
                 needs
                     .problems()
                     .into_iter()
-                    .map(|problem| format!("{package:?}: /{binary} {problem}")),
+                    .map(|problem| format!("{package}: /{binary} {problem}")),
             );
         }
     }
