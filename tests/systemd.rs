@@ -345,3 +345,43 @@ fn logs_to_the_journal_carry_priorities_and_no_time() {
         "{text}"
     );
 }
+
+/// The line saying why the switch cannot start is an error entry in the journal (`<3>`),
+/// not one at the stream's default priority (info), and a plain line elsewhere.
+#[test]
+fn the_reason_the_switch_cannot_start_is_an_error_in_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("message-switch.conf");
+    std::fs::write(&config, "((path /tmp/x)").expect("write the config");
+    for as_journal in [false, true] {
+        let log = dir.path().join(format!("log-{as_journal}"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let metadata = file.metadata().expect("metadata");
+        let mut command = Command::new(SWITCH);
+        command
+            .arg("--config")
+            .arg(&config)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file);
+        if as_journal {
+            command.env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", metadata.dev(), metadata.ino()),
+            );
+        }
+        let status = command.status().expect("message-switch runs");
+        assert_eq!(status.code(), Some(1));
+        let text = std::fs::read_to_string(&log).expect("the log");
+        let prefix = if as_journal {
+            "<3>message-switch: "
+        } else {
+            "message-switch: "
+        };
+        assert!(text.starts_with(prefix), "{text:?}");
+        assert!(text.contains(&config.display().to_string()), "{text:?}");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+    }
+}
