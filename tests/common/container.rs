@@ -52,7 +52,7 @@ pub fn debian_root(packages: &[&str]) -> PathBuf {
     }
     std::fs::create_dir_all(&cache).expect("target/host-root");
     eprintln!(
-        "== building the Debian root {} with debootstrap from {mirror} (once; about 90 s)",
+        "== building the Debian root {} with debootstrap from {mirror} (once; about a minute)",
         root.display()
     );
     let output = Command::new("debootstrap")
