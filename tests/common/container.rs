@@ -1,14 +1,21 @@
 //! A Debian root with a real systemd as PID 1, booted in a `systemd-nspawn` container, for
 //! the tests that run the packages as a host would (tests/host_systemd.rs).
 //!
-//! What works on these machines (Debian, root, no systemd of their own; see
-//! docs/operations.md): the root is made by `debootstrap` from the machine's own Debian
-//! mirror and cached under `target/host-root/`, keyed by its package list; each test boots a
-//! copy of it with `systemd-nspawn --boot --keep-unit --register=no` (without those two
-//! options nspawn wants the host's systemd and fails with "Failed to open system bus").
-//! Unregistered, the container has no `machinectl` and `systemctl --machine` cannot reach
-//! it, so commands run inside it through `nsenter --all` into its init; nspawn's own
-//! notifications (`--notify-ready=yes`) name that init and say when the boot has finished.
+//! What works on these machines (Debian, root, no systemd of their own): the root is made by
+//! `debootstrap` from the machine's own Debian mirror and cached under `target/host-root/`,
+//! keyed by its package list; each test boots a copy of it with `systemd-nspawn --boot
+//! --keep-unit --register=no` (without those two options nspawn wants the host's systemd
+//! and fails with "Failed to open system bus"). Unregistered, the container has no
+//! `machinectl`, and `systemctl --machine`/`systemd-run --machine` need machined, which the
+//! host lacks. The host's `systemctl` pointed at the container's D-Bus
+//! (`SYSTEMCTL_FORCE_BUS=1 DBUS_SYSTEM_BUS_ADDRESS=unix:path=/proc/PID/root/run/dbus/...`)
+//! refuses with "System has not been booted with systemd as init system (PID 1)", and
+//! `busctl --address` to its `/run/systemd/private` fails with "Transport endpoint is not
+//! connected". What works: commands run inside it through `nsenter --all` into its init
+//! (the container's own `systemctl` and `journalctl`), its files and Unix sockets are
+//! reached from the host through `/proc/PID/root/`, and a bind-mounted directory carries
+//! results out of units. nspawn's own notifications (`--notify-ready=yes`) name that init
+//! (`X_NSPAWN_LEADER_PID=`) and say when its boot has finished.
 //!
 //! The container is always torn down: dropping [`Container`] kills its init (which ends every
 //! process of the container) and waits for nspawn, also when the test panics; if the test
@@ -152,6 +159,8 @@ pub struct RootFile<'a> {
 }
 
 /// A booted container running systemd as PID 1 on a copy of a root. Torn down when dropped.
+/// Boot it on the thread that uses it: nspawn's parent-death signal follows the thread that
+/// started it, not the process.
 pub struct Container {
     nspawn: Child,
     /// The container's init (its PID 1), as a host pid.
