@@ -227,7 +227,12 @@ impl Driver {
                     ..
                 } => {
                     let reply = match &mut self.durability {
-                        Some(durability) => durability.gate(request, reply, after_sync),
+                        Some(durability) => durability.gate(
+                            request,
+                            reply,
+                            after_sync,
+                            self.engine.store().next_index(),
+                        ),
                         None => Some(reply),
                     };
                     if let Some(reply) = reply {
