@@ -790,6 +790,23 @@ async fn disk_errors_fail_changes_clearly_and_the_switch_recovers() {
         answer.text()
     );
     assert_eq!(http.create("other").await.unwrap().status, 507);
+    // Transient queues need no journal: their changes still work, at once.
+    let transient = Request::CreateTransient(Some(QueueName::from("reply")));
+    assert_eq!(http.call(&transient).await.unwrap().status, 200);
+    let (answer, id) = http.send("reply", b"response").await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let id = id.expect("the transient queue exists");
+    assert!(id.index > first.as_ref().unwrap().index);
+    assert_eq!(http.contents("reply").await.unwrap().len(), 1);
+    assert_eq!(http.ack(&id).await.unwrap().status, 200);
+    assert!(http.contents("reply").await.unwrap().is_empty());
+    assert_eq!(
+        http.call(&Request::Destroy(QueueName::from("reply")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // Reads still work, at once.
     assert!(http.list().await.unwrap().contains(&"q".to_owned()));
     let answer = http.call(&Request::Diagnostics).await.unwrap();

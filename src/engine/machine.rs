@@ -448,26 +448,32 @@ impl Engine {
         });
     }
 
+    /// Whether `request`, handled now, may journal anything: it changes durable state, and
+    /// not only a transient queue (recovery drops those, so their changes are neither
+    /// journalled nor synced). A driver whose journal is failing refuses exactly these.
+    pub fn needs_journal(&self, request: &Request) -> bool {
+        changes_durable_state(request) && !self.concerns_only_transient(request)
+    }
+
     /// Whether the reply to `request` (about to be handled) must wait for the sync of what
-    /// came before it: every change to durable state does, but nothing that concerns only a
-    /// transient queue (recovery drops those, so a sync buys nothing), nor an Ack under
-    /// [`AckSync::Lazy`].
+    /// came before it: every change to durable state does ([`Engine::needs_journal`]),
+    /// except an Ack under [`AckSync::Lazy`].
     fn waits_for_sync(&self, request: &Request) -> bool {
-        if !changes_durable_state(request) {
-            return false;
-        }
+        let lazy_ack = matches!(request, Request::Ack(_)) && self.config.ack_sync == AckSync::Lazy;
+        self.needs_journal(request) && !lazy_ack
+    }
+
+    fn concerns_only_transient(&self, request: &Request) -> bool {
         let store = &self.store;
         match request {
-            Request::CreatePersistent(name) | Request::Destroy(name) => !store.is_transient(name),
-            Request::Send { queue, .. } => !store.is_transient(queue),
+            Request::CreatePersistent(name) | Request::Destroy(name) => store.is_transient(name),
+            Request::Send { queue, .. } => store.is_transient(queue),
+            Request::Ack(id) => store.is_transient(&id.queue),
             // Creates a transient queue unless a persistent one of that name exists.
             Request::CreateTransient(name) => name
                 .as_ref()
-                .is_some_and(|name| store.queue(name).is_some() && !store.is_transient(name)),
-            Request::Ack(id) => {
-                self.config.ack_sync == AckSync::Strict && !store.is_transient(&id.queue)
-            }
-            _ => true,
+                .is_none_or(|name| store.queue(name).is_none() || store.is_transient(name)),
+            _ => false,
         }
     }
 

@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::metrics::Histogram;
-use crate::engine::{changes_durable_state, Event, RequestId};
-use crate::protocol::{ErrorReply, Reply, Request};
+use crate::engine::{Event, RequestId};
+use crate::protocol::{ErrorReply, Reply};
 use crate::store::{self, Completion, Journal, StoreError};
 
 /// A reply waiting for its batch to be durable.
@@ -91,11 +91,12 @@ impl Durability {
         }
     }
 
-    /// The reply for a mutating request that must be refused before the engine sees it,
-    /// because the journal is failing or closed: applying it would change the state with no
-    /// way to make the change durable.
-    pub(crate) fn refusal(&self, request: &Request) -> Option<Reply> {
-        if !changes_durable_state(request) {
+    /// The reply for a request that must be refused before the engine sees it, because it
+    /// would journal something (`needs_journal`, see `Engine::needs_journal`) and the journal
+    /// is failing or closed: applying it would change the state with no way to make the
+    /// change durable. Changes of transient queues need no journal and are never refused.
+    pub(crate) fn refusal(&self, needs_journal: bool) -> Option<Reply> {
+        if !needs_journal {
             return None;
         }
         if self.closed.is_some() || self.writer_gone {
