@@ -655,6 +655,19 @@ fn transient_queues_are_never_journalled() {
     // The ids the transient sends showed are below the floor journalled beside them.
     assert!(store.next_index() > shown);
     // A persistent queue of the same name is a new, empty queue.
+    let report = recreate_as_persistent(storage, log, compactor, store);
+    assert_eq!(report.transient_queues_dropped, 0);
+}
+
+/// Continues the journal of `storage` (recovered as `log`, `compactor`, `store`) with a
+/// persistent queue named like the transient queue of these tests, and checks that the next
+/// recovery has it, persistent and empty; returns that recovery's report.
+fn recreate_as_persistent(
+    storage: MemoryStorage,
+    log: Log<MemoryStorage>,
+    compactor: Compactor<MemoryStorage>,
+    store: QueueStore,
+) -> RecoveryReport {
     let mut harness = Harness {
         log,
         compactor,
@@ -665,12 +678,13 @@ fn transient_queues_are_never_journalled() {
     harness.op(0, Some(Request::Login(SessionToken::from("other"))));
     harness.op(0, Some(Request::CreatePersistent(queue_name(1))));
     harness.sync();
-    let (_, _, store, _) = prepare(storage, &Options::default()).unwrap().into_parts();
+    let (_, _, store, report) = prepare(storage, &Options::default()).unwrap().into_parts();
     let queue = store
         .queue(&queue_name(1))
         .expect("the persistent queue survives");
     assert_eq!(queue.owner, None);
     assert!(queue.messages.is_empty());
+    report
 }
 
 /// Journals written before transient changes stopped being journalled hold transient
@@ -699,22 +713,8 @@ fn journalled_transient_queues_are_dropped_durably() {
     assert_eq!(report.transient_queues_dropped, 1);
     assert_eq!(store.queue_count(), 0);
     // A persistent queue of the same name is not taken for the old transient one.
-    let mut harness = Harness {
-        log,
-        compactor,
-        engine: Engine::with_store(engine::Config::default(), START, store),
-        ..Harness::new(MemoryStorage::new(), Options::default())
-    };
-    harness.connect(0);
-    harness.op(0, Some(Request::Login(SessionToken::from("other"))));
-    harness.op(0, Some(Request::CreatePersistent(queue_name(1))));
-    harness.sync();
-    let (_, _, store, report) = prepare(storage, &Options::default()).unwrap().into_parts();
+    let report = recreate_as_persistent(storage, log, compactor, store);
     assert_eq!(report.transient_queues_dropped, 0);
-    let queue = store
-        .queue(&queue_name(1))
-        .expect("the persistent queue survives");
-    assert_eq!(queue.owner, None);
 }
 
 #[test]
