@@ -244,9 +244,12 @@ fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// A file of the original's state, a way to damage it, and what the error must say.
+type Damage = (&'static str, fn(&mut Vec<u8>), &'static str);
+
 #[test]
 fn a_damaged_original_state_stops_the_switch_and_is_left_untouched() {
-    let cases: [(&str, fn(&mut Vec<u8>), &str); 3] = [
+    let cases: [Damage; 3] = [
         (
             "queues.sexp",
             |bytes| bytes.truncate(600),
