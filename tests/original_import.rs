@@ -109,22 +109,28 @@ async fn the_switch_imports_the_originals_state_once_and_serves_it() {
     let dir = waiting_fixture();
     let state = dir.path().join("state");
     let mut first = Spawned::start(&mut switch(dir.path(), &[]));
-    let skipped = first.line_containing("skipped a transient queue");
+    let lines = first.lines_through("listening on unix ");
+    let line = |text: &str| {
+        let found = lines.iter().find(|line| line.contains(text));
+        found
+            .unwrap_or_else(|| panic!("a line with {text:?} in {lines:#?}"))
+            .clone()
+    };
+    let skipped = line("skipped a transient queue");
     assert!(
         skipped.contains("queue=caller:7") && skipped.contains("messages=1"),
         "{skipped}"
     );
-    let imported = first.line_containing("imported the original message-switch's state");
+    let imported = line("imported the original message-switch's state");
     for field in [
         "queues=4",
         "messages=5",
-        "payload_bytes=",
+        "payload_bytes=136",
         "replayed_redo_log_operations=8",
     ] {
         assert!(imported.contains(field), "{field} in {imported}");
     }
-    first.line_containing("recovered 4 queues and 5 messages");
-    first.line_starting("listening on unix ");
+    line("recovered 4 queues and 5 messages");
 
     let mut connection = connect(&dir.path().join("sock")).await;
     assert_eq!(
@@ -225,6 +231,16 @@ async fn the_switch_imports_the_originals_state_once_and_serves_it() {
     assert!(second.wait().0);
 }
 
+/// Runs `command` until it exits (killed, and the test failed, if it does not within the
+/// deadline): whether it succeeded, and its stderr.
+fn run_to_exit(command: &mut Command) -> (bool, String) {
+    let mut spawned = Spawned::start(command);
+    let (success, mut lines) = spawned.wait();
+    // The rest of its stderr, up to the end of the stream.
+    lines.extend(spawned.stderr.iter());
+    (success, lines.join("\n"))
+}
+
 /// The name and bytes of every file in `dir`.
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
@@ -274,12 +290,8 @@ fn a_damaged_original_state_stops_the_switch_and_is_left_untouched() {
         damage(&mut bytes);
         std::fs::write(&path, &bytes).expect("write");
         let before = contents(&state);
-        let output = switch(dir.path(), &[])
-            .stdin(Stdio::null())
-            .output()
-            .expect("the switch runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
+        let (success, stderr) = run_to_exit(&mut switch(dir.path(), &[]));
+        assert!(!success, "{stderr}");
         assert!(stderr.contains(&path.display().to_string()), "{stderr}");
         assert!(stderr.contains(reason), "{reason} in {stderr}");
         assert!(stderr.contains("the files are untouched"), "{stderr}");
@@ -320,9 +332,8 @@ fn statedir_import_no_leaves_the_files_unread_also_from_the_config_file() {
     assert!(started.wait().0);
 
     // Now both states are there: the default refuses to guess, naming both.
-    let output = switch(dir.path(), &[]).output().expect("the switch runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (success, stderr) = run_to_exit(&mut switch(dir.path(), &[]));
+    assert!(!success, "{stderr}");
     let state = dir.path().join("state");
     assert!(
         stderr.contains(&state.join("queues.sexp").display().to_string()),
