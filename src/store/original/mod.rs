@@ -160,14 +160,7 @@ pub fn import_if_present(
             });
         }
     }
-    let io = |action: &'static str, name: &str| {
-        let path = storage.describe(name);
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = |action, name| io_error(action, storage.describe(name));
     let mut marker = storage
         .create(IMPORT_PENDING)
         .map_err(io("create", IMPORT_PENDING))?;
@@ -203,11 +196,7 @@ pub fn import_if_present(
 fn our_files(dir: &Path, storage: &DiskStorage) -> Result<Vec<String>, StoreError> {
     let mut ours: Vec<String> = storage
         .list()
-        .map_err(|source| StoreError::Io {
-            action: "list",
-            path: dir.display().to_string(),
-            source,
-        })?
+        .map_err(io_error("list", dir.display().to_string()))?
         .into_iter()
         .filter(|name| FileName::parse(name) != FileName::Other)
         .collect();
@@ -216,21 +205,17 @@ fn our_files(dir: &Path, storage: &DiskStorage) -> Result<Vec<String>, StoreErro
 }
 
 fn remove(storage: &DiskStorage, name: &str) -> Result<(), StoreError> {
-    storage.remove(name).map_err(|source| StoreError::Io {
-        action: "remove",
-        path: storage.describe(name),
-        source,
-    })
+    storage
+        .remove(name)
+        .map_err(io_error("remove", storage.describe(name)))
 }
 
 /// Ends an import: removes [`IMPORT_PENDING`], durably.
 fn done(dir: &Path, storage: &DiskStorage) -> Result<(), StoreError> {
     remove(storage, IMPORT_PENDING)?;
-    storage.sync_dir().map_err(|source| StoreError::Io {
-        action: "sync",
-        path: dir.display().to_string(),
-        source,
-    })
+    storage
+        .sync_dir()
+        .map_err(io_error("sync", dir.display().to_string()))
 }
 
 /// The original's state in `dir`: `queues.sexp` with the unconsumed operations of
@@ -318,14 +303,7 @@ fn one_sexp(text: &str) -> Result<crate::sexp::Sexp, String> {
 
 /// Moves `names` from `dir` into a new `dir/imported-<UTC time>/`, durably.
 fn move_aside(dir: &Path, names: &[&str]) -> Result<PathBuf, StoreError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.display().to_string();
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = |action, path: &Path| io_error(action, path.display().to_string());
     let stamp = utc_stamp(std::time::SystemTime::now());
     let mut aside = dir.join(format!("imported-{stamp}"));
     let mut attempt = 1;
@@ -344,6 +322,15 @@ fn move_aside(dir: &Path, names: &[&str]) -> Result<PathBuf, StoreError> {
             .map_err(io("sync the directory", synced))?;
     }
     Ok(aside)
+}
+
+/// Turns an I/O error of doing `action` to `path` into a [`StoreError::Io`].
+fn io_error(action: &'static str, path: String) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 fn describe_all<S: AsRef<str>>(dir: &Path, names: &[S]) -> String {

@@ -273,27 +273,35 @@ fn a_truncated_snapshot_is_refused() {
 
 #[test]
 fn a_snapshot_with_a_flipped_byte_is_refused() {
-    // The `q` field name of a queue flipped to `Q`: the field is missing.
-    refused(
-        |dir| {
-            edit(&dir.join(ORIGINAL_SNAPSHOT), |bytes| {
-                let at = find(bytes, b"(empty-queue((q(");
-                bytes[at + 14] = b'Q';
-            })
-        },
-        ORIGINAL_SNAPSHOT,
-        "queue empty-queue has no field q",
-    );
-    refused(
-        |dir| {
-            edit(&dir.join(ORIGINAL_SNAPSHOT), |bytes| {
-                let at = find(bytes, b"(3((origin");
-                bytes[at + 1] = b'x';
-            })
-        },
-        ORIGINAL_SNAPSHOT,
-        "expected a message id (an int64), found \"x\"",
-    );
+    // (bytes found in queues.sexp, which of them is flipped, to what, what the error says)
+    let flips: [(&[u8], usize, u8, &str); 2] = [
+        // A queue's `q` field becomes `Q`: the field is missing.
+        (
+            b"(empty-queue((q(",
+            14,
+            b'Q',
+            "queue empty-queue has no field q",
+        ),
+        // A message id becomes a letter.
+        (
+            b"(3((origin",
+            1,
+            b'x',
+            "expected a message id (an int64), found \"x\"",
+        ),
+    ];
+    for (needle, offset, byte, reason) in flips {
+        refused(
+            |dir| {
+                edit(&dir.join(ORIGINAL_SNAPSHOT), |bytes| {
+                    let at = find(bytes, needle);
+                    bytes[at + offset] = byte;
+                })
+            },
+            ORIGINAL_SNAPSHOT,
+            reason,
+        );
+    }
 }
 
 #[test]
