@@ -186,6 +186,7 @@ pub fn import_if_present(
         messages = report.messages,
         payload_bytes = report.payload_bytes,
         replayed_redo_log_operations = report.replayed_operations,
+        transient_queues_dropped = report.transient_queues_dropped,
         moved_to = %report.moved_to.display(),
         "imported the original message-switch's state"
     );
@@ -271,7 +272,7 @@ fn read_original(dir: &Path) -> Result<(OriginalState, usize), StoreError> {
                 ),
             )
         };
-        let text = String::from_utf8(item.bytes.clone())
+        let text = String::from_utf8(item.bytes)
             .map_err(|_| at("not text (the original writes ASCII)".into()))?;
         let sexp = one_sexp(&text).map_err(at)?;
         state.apply(Op::from_sexp(&sexp).map_err(|mismatch| at(mismatch.to_string()))?);
