@@ -8,5 +8,6 @@ pub mod engine;
 pub mod logs;
 pub mod protocol;
 pub mod server;
+pub mod sexp;
 pub mod store;
 pub mod systemd;

@@ -127,6 +127,12 @@ pub struct Args {
     #[arg(long, requires = "statedir")]
     pub salvage: bool,
 
+    /// With --statedir: what to do with the original message-switch's state (queues.sexp,
+    /// redo-log) found there. auto: import its persistent queues and messages into the
+    /// journal once, then move its files into imported-<UTC time>/; no: leave them unread.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = StatedirImport::Auto)]
+    pub statedir_import: StatedirImport,
+
     /// With --statedir: compact (replace the journal by a snapshot) once the journal holds at
     /// least this many bytes…
     #[arg(long, value_name = "BYTES", default_value_t = store::Options::default().compaction_bytes_min)]
@@ -145,6 +151,15 @@ pub struct Args {
 
 fn parse_ack_sync(text: &str) -> Result<engine::AckSync, String> {
     text.parse()
+}
+
+/// The values of `--statedir-import`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatedirImport {
+    /// Import the original's state if it is there and the journal is not.
+    Auto,
+    /// Leave the original's files unread.
+    No,
 }
 
 impl Args {
@@ -194,6 +209,10 @@ impl Args {
                 compaction_bytes_min: self.compaction_bytes_min,
                 compaction_ratio: self.compaction_ratio,
                 salvage: self.salvage,
+                original_import: match self.statedir_import {
+                    StatedirImport::Auto => store::OriginalImport::Auto,
+                    StatedirImport::No => store::OriginalImport::No,
+                },
                 ..store::Options::default()
             },
             ..Config::default()

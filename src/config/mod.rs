@@ -23,8 +23,6 @@
 //! options the command line does not give, so that a command-line option always overrides
 //! the file and every value goes through the same clap parser as on the command line.
 
-pub mod sexp;
-
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,7 +31,7 @@ use clap::builder::Resettable;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use sexp::{Position, Sexp, SyntaxError};
+use crate::sexp::{self, Position, Sexp, SyntaxError};
 
 /// The original's field naming the file itself, accepted and ignored (see the module doc).
 const CONFIGFILE_FIELD: &str = "configfile";
@@ -258,6 +256,11 @@ fn arguments(
     Ok(arguments)
 }
 
+/// An atom's text: [`sexp::parse`] only makes UTF-8 atoms, so nothing is ever lost here.
+fn atom_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
 /// The fields of the one record in `tree`: name, position of the field, value.
 fn record(tree: &[Sexp]) -> Result<Vec<(&str, Position, &Sexp)>, Problem> {
     let start = Position { line: 1, column: 1 };
@@ -272,18 +275,18 @@ fn record(tree: &[Sexp]) -> Result<Vec<(&str, Position, &Sexp)>, Problem> {
         .iter()
         .map(|field| match field {
             Sexp::List { items, at } => match items.as_slice() {
-                [Sexp::Atom { text, .. }, value] => Ok((text.as_str(), *at, value)),
-                [Sexp::Atom { text, .. }] => Err(Problem::Field(
+                [Sexp::Atom { bytes, .. }, value] => Ok((atom_text(bytes), *at, value)),
+                [Sexp::Atom { bytes, .. }] => Err(Problem::Field(
                     *at,
                     FieldProblem::WrongKind {
-                        name: text.clone(),
+                        name: atom_text(bytes).to_owned(),
                         expected: "a value: write (field ()) for none",
                     },
                 )),
-                [Sexp::Atom { text, .. }, _, extra, ..] => Err(Problem::Field(
+                [Sexp::Atom { bytes, .. }, _, extra, ..] => Err(Problem::Field(
                     extra.at(),
                     FieldProblem::WrongKind {
-                        name: text.clone(),
+                        name: atom_text(bytes).to_owned(),
                         expected: "one value; write several as a list: (field (a b))",
                     },
                 )),
@@ -324,10 +327,10 @@ fn field_arguments(
     values
         .into_iter()
         .map(|value| {
-            let Sexp::Atom { text, at } = value else {
+            let Sexp::Atom { bytes, at } = value else {
                 return Err(wrong_kind(name, value, "a value"));
             };
-            let argument = OsString::from(format!("--{long}={text}"));
+            let argument = OsString::from(format!("--{long}={}", atom_text(bytes)));
             check(command, &argument).map_err(|reason| {
                 let name = name.to_owned();
                 Problem::Field(*at, FieldProblem::Invalid { name, reason })
@@ -340,8 +343,8 @@ fn field_arguments(
 /// The value of a flag field: `true` or `false`.
 fn boolean(name: &str, value: &Sexp) -> Result<bool, Problem> {
     match value {
-        Sexp::Atom { text, .. } if text == "true" => Ok(true),
-        Sexp::Atom { text, .. } if text == "false" => Ok(false),
+        Sexp::Atom { bytes, .. } if bytes == b"true" => Ok(true),
+        Sexp::Atom { bytes, .. } if bytes == b"false" => Ok(false),
         _ => Err(wrong_kind(name, value, "true or false")),
     }
 }

@@ -42,6 +42,7 @@ mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 mod memory;
+pub mod original;
 mod recovery;
 mod storage;
 mod writer;
@@ -59,6 +60,7 @@ use crate::engine::{Event, QueueStore};
 
 pub use faults::{Faults, FaultyFile, FaultyStorage};
 pub use memory::{MemoryFile, MemoryStorage};
+pub use original::{ImportReport, OriginalImport};
 pub use storage::{DiskFile, DiskStorage, Storage, StorageFile, LOCK_FILE};
 
 /// How far ahead of the id counter each journalled batch reserves ids.
@@ -96,6 +98,9 @@ pub struct Options {
     /// Only for [`open_on_runtime`]: how long (in tokio time) each sync takes, so that a
     /// simulated crash can fall between a write and its sync.
     pub simulated_sync_delay: Duration,
+    /// Only for [`open_dir`]: whether the original switch's state found in the directory is
+    /// imported (see [`original`]).
+    pub original_import: OriginalImport,
 }
 
 impl Default for Options {
@@ -105,6 +110,7 @@ impl Default for Options {
             compaction_ratio: 2.0,
             salvage: false,
             simulated_sync_delay: Duration::ZERO,
+            original_import: OriginalImport::Auto,
         }
     }
 }
@@ -147,6 +153,33 @@ pub enum StoreError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The original switch's state in the state directory cannot be read, so it cannot be
+    /// imported (see [`original`]).
+    #[error(
+        "cannot import the original message-switch's state: {file}: {reason}. Refusing to \
+         start rather than lose the messages in it; the files are untouched. Repair or \
+         restore them, or start with --statedir-import=no to leave them unread (see \
+         docs/persistence.md)"
+    )]
+    OriginalState {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The state directory holds the original switch's files and this switch's journal.
+    #[error(
+        "the state directory holds both the original message-switch's state ({original}) and \
+         this switch's own journal ({ours}); refusing to guess which one is current. Move \
+         the stale one out of the directory (see docs/deploy.md), or start with \
+         --statedir-import=no to use the journal and leave the original's files unread"
+    )]
+    OriginalBesideJournal {
+        /// The original's files.
+        original: String,
+        /// This switch's files.
+        ours: String,
     },
     /// An event does not fit the format (a field over 4 GiB).
     #[error("an event of {bytes} bytes is too large for the journal (limit 4 GiB per field)")]
@@ -357,8 +390,21 @@ pub struct Opened {
 /// Opens (creating it if missing) the state directory `dir`, recovers its state and starts
 /// the journal on dedicated threads. Blocking: call it before serving, or from a blocking
 /// context.
+///
+/// First, if `dir` holds the original switch's state, imports it (unless
+/// [`Options::original_import`] says no; see [`original`]).
 pub fn open_dir(dir: &Path, options: &Options) -> Result<Opened, StoreError> {
-    open_threaded(DiskStorage::open(dir)?, options)
+    let storage = DiskStorage::open(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i64);
+    original::import_if_present(
+        dir,
+        &storage,
+        options.original_import,
+        crate::engine::Timestamp::from_unix_nanos(now),
+    )?;
+    open_threaded(storage, options)
 }
 
 /// Recovers the state in `storage` and starts the journal on two dedicated threads (one

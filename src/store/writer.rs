@@ -229,7 +229,10 @@ impl<S: Storage> Log<S> {
 }
 
 /// Creates journal segment `generation` with its header, durably (file and directory).
-fn create_segment<S: Storage>(storage: &S, generation: u64) -> Result<S::File, StoreError> {
+pub(crate) fn create_segment<S: Storage>(
+    storage: &S,
+    generation: u64,
+) -> Result<S::File, StoreError> {
     let name = journal_name(generation);
     let io = |action: &'static str| {
         let path = storage.describe(&name);

@@ -1,5 +1,8 @@
 //! A reader of s-expressions as OCaml's sexplib writes and reads them, keeping the line and
-//! column of every atom and list so that errors can point into the file.
+//! column of every atom and list so that errors can point into the file. Used by the
+//! `--config` file (`config`, text atoms only: [`parse`]) and by the import of the original
+//! switch's state (`store::original`, whose atoms are payloads of any bytes:
+//! [`parse_binary`]); it sits below both layers and imports nothing of the crate.
 //!
 //! The syntax: lists in parentheses; atoms either bare (a run of characters other than
 //! white space, `(`, `)`, `"` and `;`) or quoted (`"..."` with OCaml's escapes `\\ \" \' \n
@@ -28,10 +31,11 @@ impl fmt::Display for Position {
 /// One s-expression with the position where it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sexp {
-    /// An atom: its text after unquoting.
+    /// An atom: its bytes after unquoting.
     Atom {
-        /// The atom's text (quoted atoms are unescaped).
-        text: String,
+        /// The atom's bytes (quoted atoms are unescaped). Always UTF-8 when read by
+        /// [`parse`]; any bytes when read by [`parse_binary`].
+        bytes: Vec<u8>,
         /// Where the atom starts (its opening quote, if quoted).
         at: Position,
     },
@@ -49,6 +53,14 @@ impl Sexp {
     pub fn at(&self) -> Position {
         match self {
             Sexp::Atom { at, .. } | Sexp::List { at, .. } => *at,
+        }
+    }
+
+    /// The text of an atom whose bytes are UTF-8; `None` for a list or other bytes.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Sexp::Atom { bytes, .. } => std::str::from_utf8(bytes).ok(),
+            Sexp::List { .. } => None,
         }
     }
 }
@@ -92,9 +104,27 @@ pub enum SyntaxErrorKind {
     NotUtf8,
 }
 
-/// Reads every top-level s-expression of `text`.
+/// Reads every top-level s-expression of `text`; a quoted atom whose escapes make bytes
+/// that are not UTF-8 is an error ([`SyntaxErrorKind::NotUtf8`]).
 pub fn parse(text: &str) -> Result<Vec<Sexp>, SyntaxError> {
-    let mut reader = Reader::new(text);
+    parse_with(text, AtomBytes::Utf8)
+}
+
+/// Reads every top-level s-expression of `text`, where quoted atoms may stand for any bytes
+/// (`"\000\255"`), as sexplib writes OCaml strings.
+pub fn parse_binary(text: &str) -> Result<Vec<Sexp>, SyntaxError> {
+    parse_with(text, AtomBytes::Any)
+}
+
+/// Which bytes a quoted atom may stand for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AtomBytes {
+    Utf8,
+    Any,
+}
+
+fn parse_with(text: &str, atom_bytes: AtomBytes) -> Result<Vec<Sexp>, SyntaxError> {
+    let mut reader = Reader::new(text, atom_bytes);
     let mut all = Vec::new();
     while let Some(sexp) = reader.next_sexp()? {
         all.push(sexp);
@@ -113,15 +143,17 @@ struct Reader<'a> {
     text: &'a str,
     offset: usize,
     at: Position,
+    atom_bytes: AtomBytes,
 }
 
 impl<'a> Reader<'a> {
-    fn new(text: &'a str) -> Reader<'a> {
+    fn new(text: &'a str, atom_bytes: AtomBytes) -> Reader<'a> {
         Reader {
             rest: text.chars().peekable(),
             text,
             offset: 0,
             at: Position { line: 1, column: 1 },
+            atom_bytes,
         }
     }
 
@@ -172,12 +204,12 @@ impl<'a> Reader<'a> {
                 }
             }
             Some('"') => {
-                let text = self.quoted()?;
-                Ok(Some(Sexp::Atom { text, at }))
+                let bytes = self.quoted()?;
+                Ok(Some(Sexp::Atom { bytes, at }))
             }
             Some(_) => {
-                let text = self.bare()?;
-                Ok(Some(Sexp::Atom { text, at }))
+                let bytes = self.bare()?.into_bytes();
+                Ok(Some(Sexp::Atom { bytes, at }))
             }
         }
     }
@@ -252,7 +284,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A quoted atom, unescaped.
-    fn quoted(&mut self) -> Result<String, SyntaxError> {
+    fn quoted(&mut self) -> Result<Vec<u8>, SyntaxError> {
         let start = self.at;
         self.bump();
         let mut bytes = Vec::new();
@@ -264,7 +296,10 @@ impl<'a> Reader<'a> {
                 Some(c) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
-        String::from_utf8(bytes).map_err(|_| self.error(start, SyntaxErrorKind::NotUtf8))
+        if self.atom_bytes == AtomBytes::Utf8 && std::str::from_utf8(&bytes).is_err() {
+            return Err(self.error(start, SyntaxErrorKind::NotUtf8));
+        }
+        Ok(bytes)
     }
 
     /// One escape after its backslash, appended to `bytes`.
@@ -332,7 +367,7 @@ mod tests {
 
     fn atom(text: &str, line: u32, column: u32) -> Sexp {
         Sexp::Atom {
-            text: text.into(),
+            bytes: text.into(),
             at: Position { line, column },
         }
     }
@@ -463,5 +498,25 @@ mod tests {
             error(r#""\xff""#).2,
             "the quoted atom is not valid UTF-8 once unescaped"
         );
+    }
+
+    #[test]
+    fn binary_atoms_keep_any_bytes() {
+        let sexps = parse_binary(r#"(payload "\000\255\xfe \"q\" (p)" bare)"#).expect("valid");
+        let Sexp::List { items, .. } = &sexps[0] else {
+            panic!("a list: {sexps:?}");
+        };
+        assert_eq!(items[1], atom_bytes(b"\0\xff\xfe \"q\" (p)", 1, 10));
+        assert_eq!(items[1].text(), None, "not UTF-8");
+        assert_eq!(items[2].text(), Some("bare"));
+        assert_eq!(items[0].text(), Some("payload"));
+        assert_eq!(sexps[0].text(), None, "a list");
+    }
+
+    fn atom_bytes(bytes: &[u8], line: u32, column: u32) -> Sexp {
+        Sexp::Atom {
+            bytes: bytes.to_vec(),
+            at: Position { line, column },
+        }
     }
 }
