@@ -84,7 +84,7 @@ where
     if !over_limit
         && shared
             .commands
-            .send(Command::Connect(connection))
+            .send(Command::Connect { connection, client })
             .await
             .is_err()
     {
