@@ -84,6 +84,17 @@ async fn the_connection_count_limit_refuses_the_one_past_it_and_only_for_its_cli
     // Another client (this process over TCP is the client 127.0.0.1) is not counted.
     let mut other = tcp(&address).await;
     other.login("other").await;
+    // The console's clients view names the refused client first, with the reason.
+    let view = other.get("/admin/api/clients").await.text();
+    let first = view
+        .split("\"clients\":[")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no clients in {view}"));
+    assert!(
+        first.starts_with(&format!("{{\"client\":\"{client}\",\"open\":3,")),
+        "{view}"
+    );
+    assert!(first.contains("\"refused_connections\":1,"), "{view}");
     // Closing one frees its place.
     drop(open.pop());
     let metrics = common::eventually("the closed connection to be counted", || {

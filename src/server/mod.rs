@@ -13,6 +13,7 @@
 mod accept;
 mod admission;
 mod client;
+mod client_view;
 mod driver;
 mod durable;
 mod fairness;
