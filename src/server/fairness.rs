@@ -125,7 +125,11 @@ mod tests {
     }
 
     /// Items are (client pid, sequence, opens a connection).
-    fn turn(queue: &mut FairQueue<(i32, usize, bool)>) -> (Vec<(i32, usize)>, Vec<(i32, usize)>) {
+    type Item = (i32, usize, bool);
+    /// (client pid, sequence) served, and (client pid, commands left) deferred.
+    type Turn = (Vec<(i32, usize)>, Vec<(i32, usize)>);
+
+    fn turn(queue: &mut FairQueue<Item>) -> Turn {
         let mut served = Vec::new();
         let mut deferred = Vec::new();
         queue.take_turn(
