@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::protocol::Request;
 use crate::store::JournalStats;
 
-use super::driver::Inspection;
+use super::admission::{ClientCounts, Refusal};
+use super::client::ClientId;
+use super::inspection::Inspection;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS_S: [f64; 16] = [
@@ -162,6 +164,7 @@ pub(crate) fn render(
     http: &HttpMetrics,
     durability: Option<(&Histogram, &JournalStats)>,
     trace_bytes_max: usize,
+    clients: &[(ClientId, ClientCounts)],
 ) -> String {
     let mut out = String::with_capacity(4096 + inspection.queues.len() * 200);
     let stats = &inspection.stats;
@@ -313,7 +316,83 @@ pub(crate) fn render(
         );
         histogram.render(&mut out, "message_switch_fsync_duration_seconds", "");
     }
+    client_series(&mut out, clients);
     out
+}
+
+/// One per-client series: its name, type, help and value.
+type ClientSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ClientCounts) -> f64,
+);
+
+/// The per-client connection counters: who is held back or refused by the per-client
+/// limits or the fair turns, and why. `clients` are the ones to list (the caller bounds and
+/// ranks them).
+fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
+    let series: [ClientSeries; 5] = [
+        (
+            "message_switch_client_connections",
+            "gauge",
+            "Open connections of a client (a process on the Unix socket, an IP address on TCP).",
+            |c| c.open as f64,
+        ),
+        (
+            "message_switch_client_connections_accepted_total",
+            "counter",
+            "Connections of a client accepted and served.",
+            |c| c.accepted as f64,
+        ),
+        (
+            "message_switch_client_connections_held_total",
+            "counter",
+            "Connections of a client held back (not read) because it opened them faster than --client-connects-per-second.",
+            |c| c.held as f64,
+        ),
+        (
+            "message_switch_client_connections_held_seconds_total",
+            "counter",
+            "Time a client's connections spent held back.",
+            |c| c.held_time.as_secs_f64(),
+        ),
+        (
+            "message_switch_client_turns_cut_short_total",
+            "counter",
+            "Driver turns that ended a client's share of the engine's work with some of it still waiting (it sent more than its share while others had work too).",
+            |c| c.turns_cut_short as f64,
+        ),
+    ];
+    let labels: Vec<String> = clients
+        .iter()
+        .map(|(client, _)| format!("client=\"{}\"", escape_label(&client.to_string())))
+        .collect();
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for (label, (_, counts)) in labels.iter().zip(clients) {
+            let _ = writeln!(out, "{name}{{{label}}} {}", value(counts));
+        }
+    }
+    let name = "message_switch_client_connections_refused_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Connections of a client refused with 429, by reason: connections (over --client-connections-max) or rate (over --client-connects-per-second past its hold).",
+    );
+    for (label, (_, counts)) in labels.iter().zip(clients) {
+        for (reason, count) in [
+            (Refusal::TooManyOpen, counts.refused_open),
+            (Refusal::TooFast, counts.refused_rate),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{{label},reason=\"{}\"}} {count}",
+                reason.label()
+            );
+        }
+    }
 }
 
 /// The journal's own counters: what durability costs in disk operations, and compaction.
