@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::durable::Durability;
+use super::id_hash::IdHash;
 use crate::engine::{
     ConnectionId, Engine, EngineStats, Output, QueueSummary, RequestId, Timestamp,
 };
@@ -76,11 +77,11 @@ pub(crate) struct Driver {
     engine: Engine,
     clock: Clock,
     commands: mpsc::Receiver<Command>,
-    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>)>,
+    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>), IdHash>,
     /// The requests each connection has in flight (hyper serves one at a time per connection,
     /// so these stay tiny); used to forget them when the connection closes. A connection's
     /// entry stays, empty, until it disconnects, so that its next request allocates nothing.
-    pending_by_connection: HashMap<ConnectionId, Vec<RequestId>>,
+    pending_by_connection: HashMap<ConnectionId, Vec<RequestId>, IdHash>,
     next_request: u64,
     shutdown: watch::Sender<bool>,
     /// The journal, when the switch is durable.
@@ -99,8 +100,8 @@ impl Driver {
             engine,
             clock,
             commands,
-            pending: HashMap::new(),
-            pending_by_connection: HashMap::new(),
+            pending: HashMap::default(),
+            pending_by_connection: HashMap::default(),
             next_request: 0,
             shutdown,
             durability,

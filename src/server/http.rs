@@ -2,8 +2,10 @@
 //! resulting command to the driver and encodes its reply. No business rules live here.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +22,7 @@ use tokio::sync::oneshot;
 use super::driver::Command;
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
+use super::shutdown_signal::Stopping;
 use super::transfer_body::TransferBody;
 use super::{web, Shared};
 use crate::engine::ConnectionId;
@@ -87,11 +90,7 @@ where
         .auto_date_header(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut shutdown = shared.shutdown.clone();
-    let stopping = async move {
-        // The guard `wait_for` returns must not live across the await below.
-        let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
-    };
+    let stopping = Stopping::new(&shared.shutdown);
     let result = tokio::select! {
         biased;
         result = conn.as_mut() => result,
@@ -292,24 +291,31 @@ async fn read_body(
         return Err(too_large());
     }
     let collect = Limited::new(body, limit).collect();
-    let collected = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, collect).await {
-            Ok(collected) => collected,
-            Err(_) => {
-                let mut response = text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body not received within {} s",
-                        timeout.as_secs_f64()
-                    ),
-                );
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-                return Err(response);
-            }
+    tokio::pin!(collect);
+    // A body that is already in hyper's buffer (nearly all: they are small) is collected on
+    // the first poll; only one still arriving needs the timer, which costs a clock reading and
+    // a timer entry per request.
+    let collected = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, collect).await {
+                Ok(collected) => collected,
+                Err(_) => {
+                    let mut response = text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "request body not received within {} s",
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return Err(response);
+                }
+            },
+            None => collect.await,
         },
-        None => collect.await,
     };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),

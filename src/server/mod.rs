@@ -15,9 +15,11 @@ mod driver;
 mod durable;
 mod head_timeout;
 mod http;
+mod id_hash;
 mod metrics;
 mod runtime;
 mod sampler;
+mod shutdown_signal;
 mod transfer_body;
 mod web;
 
