@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::server::conn::http1;
@@ -290,7 +290,7 @@ async fn read_body(
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
-    let collect = Limited::new(body, limit).collect();
+    let collect = collect_limited(body, limit);
     tokio::pin!(collect);
     // A body that is already in hyper's buffer (nearly all: they are small) is collected on
     // the first poll; only one still arriving needs the timer, which costs a clock reading and
@@ -318,13 +318,50 @@ async fn read_body(
         },
     };
     match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(text(
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge) => Err(too_large()),
+        Err(BodyError::Read(error)) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {error}"),
         )),
     }
+}
+
+/// Why a request body could not be collected.
+enum BodyError {
+    /// More than the limit arrived.
+    TooLarge,
+    /// The connection failed while the body arrived.
+    Read(hyper::Error),
+}
+
+/// The whole body, refusing more than `limit` bytes. A body of one data frame (any body hyper
+/// had whole in its buffer, that is nearly all) is that frame itself: no allocation and no
+/// copy, where a general collector keeps a list of frames and joins it. Trailers are ignored.
+async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if let Some(joined) = &mut joined {
+            joined.extend_from_slice(&data);
+        } else if let Some(head) = &first {
+            let mut both = BytesMut::with_capacity(total);
+            both.extend_from_slice(head);
+            both.extend_from_slice(&data);
+            joined = Some(both);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
 fn encode(reply: &Reply) -> Response<Full<Bytes>> {
