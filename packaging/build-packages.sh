@@ -6,10 +6,20 @@
 # usage: packaging/build-packages.sh [deb] [rpm]      (no argument: both)
 #
 # Both are made from the same staged files in target/packages/stage/: the release binaries
-# (stripped copies; target/release keeps its debug info for profiling), the man pages and
-# the shell completions written by `message-switch-assets` from the clap definitions.
-# cargo-deb is installed with `cargo install --locked` if missing; the RPM needs rpmbuild
-# (Debian: apt-get install rpm; Fedora/CentOS: rpm-build).
+# (stripped copies), the man pages and the shell completions written by
+# `message-switch-assets` from the clap definitions.
+#
+# The binaries must load on the hosts the switch replaces: a XenServer 8 / XCP-ng 8 dom0 has
+# glibc 2.17 (CentOS 7). They are linked by Zig against glibc 2.17's symbol versions
+# (`cargo zigbuild --target x86_64-unknown-linux-gnu.2.17`, with the machine's own Rust
+# toolchain), into target/x86_64-unknown-linux-gnu/release, so the host build in
+# target/release is left as it is. Zig links its own unwinder statically: the binaries need
+# only libc, libm, libpthread, libdl and ld-linux (tests/packaging.rs checks both).
+#
+# Tools, installed if missing: cargo-zigbuild and Zig, from PyPI at pinned versions into a
+# virtual environment in target/packaging-tools/ (about 8 s: both are prebuilt wheels);
+# cargo-deb with `cargo install --locked`. The RPM needs rpmbuild (Debian: apt-get install
+# rpm; Fedora/CentOS: rpm-build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,9 +51,37 @@ for format in "${formats[@]}"; do
     esac
 done
 
-echo "== release build"
-cargo build --release --locked --bin message-switch --bin message-cli --bin message-switch-assets
-release="${CARGO_TARGET_DIR:-target}/release"
+# The glibc the binaries are linked against: that of the oldest host they must load on.
+glibc_floor=2.17
+rust_target=x86_64-unknown-linux-gnu
+zigbuild_version=0.24.0
+zig_version=0.17.1
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+tools="$target_dir/packaging-tools"
+
+# cargo-zigbuild and Zig, reused when the pinned versions are there already.
+if ! [ "$("$tools/bin/cargo-zigbuild" --version 2>/dev/null)" = "cargo-zigbuild $zigbuild_version" ] ||
+    ! [ "$("$tools/bin/python3" -m ziglang version 2>/dev/null)" = "$zig_version" ]; then
+    echo "== installing cargo-zigbuild $zigbuild_version and Zig $zig_version (PyPI) into $tools"
+    rm -rf "$tools"
+    if ! python3 -m venv "$tools"; then
+        echo "build-packages.sh: cannot make a Python virtual environment for Zig (Debian: apt-get install python3-venv)" >&2
+        exit 1
+    fi
+    "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        "cargo-zigbuild==$zigbuild_version" "ziglang==$zig_version"
+fi
+if command -v rustup >/dev/null 2>&1 &&
+    ! rustup target list --installed | grep -qx "$rust_target"; then
+    rustup target add "$rust_target"
+fi
+
+echo "== release build (glibc $glibc_floor)"
+# The pinned Zig, not whichever `zig` may be on PATH.
+zig=$("$tools/bin/python3" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+PATH="$tools/bin:$PATH" CARGO_ZIGBUILD_ZIG_PATH="$zig" cargo zigbuild --release --locked --target "$rust_target.$glibc_floor" \
+    --bin message-switch --bin message-cli --bin message-switch-assets
+release="$target_dir/$rust_target/release"
 
 stage=target/packages/stage
 rm -rf "$stage"

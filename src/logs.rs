@@ -40,6 +40,18 @@ pub fn init(default_filter: &str, with_target: bool) {
     }
 }
 
+/// What to put before a line written to stderr outside the subscriber (such as `main`'s
+/// final error): `<3>` (error) when stderr is the journal, so that the reason the switch
+/// stopped is an error entry (`journalctl -p err` finds it) rather than the stream's default
+/// priority, info; nothing otherwise.
+pub fn error_line_prefix() -> &'static str {
+    if stderr_is_the_journal() {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
 /// The default one-line format.
 fn format() -> format::Format {
     format::Format::default()

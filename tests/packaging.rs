@@ -10,11 +10,16 @@
 //! cargo test --test packaging -- --ignored
 //! ```
 //!
+//! That test also checks that the binaries in both packages, and the RPM's `Requires`, need
+//! no more than a XenServer 8 / XCP-ng 8 dom0 (glibc 2.17) has (packaging/loader_needs.rs).
+//!
 //! That test needs `dpkg-deb` and `dpkg-shlibdeps` (dpkg-dev), `man` (Debian's man-db),
-//! `rpmbuild` (Debian's rpm), `systemd-analyze` and `systemd-socket-activate` (systemd),
-//! and fails with a message naming whichever is missing.
+//! `rpmbuild` and `rpm2archive` (Debian's rpm), `readelf` (binutils), `systemd-analyze` and
+//! `systemd-socket-activate` (systemd), and fails with a message naming whichever is missing.
 
 mod common;
+#[path = "packaging/loader_needs.rs"]
+mod loader_needs;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -26,6 +31,7 @@ use message_switch::cli;
 
 use common::process::Spawned;
 use common::wait_until;
+use loader_needs::LoaderNeeds;
 
 const SERVICE: &str = include_str!("../packaging/message-switch.service");
 const SOCKET: &str = include_str!("../packaging/message-switch.socket");
@@ -393,6 +399,7 @@ fn the_packages_install_a_working_switch() {
     );
     let deb = built_package(&packages, ".deb");
     let rpm = built_package(&packages, ".rpm");
+    check_loads_on_the_oldest_host(&deb, &rpm);
 
     // The Debian package: file list, conffile, then the files themselves.
     let listing = stdout(&run("dpkg-deb", &["-c", &deb]));
@@ -506,6 +513,64 @@ fn the_packages_install_a_working_switch() {
         scripts
             .contains("systemctl --no-reload preset message-switch.socket message-switch.service"),
         "{scripts}"
+    );
+}
+
+/// The binaries the packages ship, and the RPM's automatic requirements, need nothing that a
+/// XenServer 8 / XCP-ng 8 dom0 (glibc 2.17) lacks; the failure lists every problem found.
+fn check_loads_on_the_oldest_host(deb: &str, rpm: &str) {
+    let deb_root = tempfile::tempdir().expect("temporary directory");
+    run("dpkg-deb", &["-x", deb, &deb_root.path().to_string_lossy()]);
+    let rpm_root = tempfile::tempdir().expect("temporary directory");
+    // rpm2archive (of the rpm package, like rpmbuild) writes the payload of FILE as a tar.gz
+    // FILE.tgz beside it: of a copy, so that nothing is added to target/packages.
+    let copy = rpm_root.path().join("package.rpm");
+    std::fs::copy(rpm, &copy).expect("a copy of the .rpm");
+    run("rpm2archive", &[&copy.to_string_lossy()]);
+    run(
+        "tar",
+        &[
+            "-xzf",
+            &rpm_root.path().join("package.rpm.tgz").to_string_lossy(),
+            "-C",
+            &rpm_root.path().to_string_lossy(),
+        ],
+    );
+    let mut problems = Vec::new();
+    for (package, root) in [(deb, deb_root.path()), (rpm, rpm_root.path())] {
+        let package = Path::new(package)
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy();
+        for binary in ["usr/sbin/message-switch", "usr/sbin/message-cli"] {
+            let needs = LoaderNeeds::read(&root.join(binary));
+            // A binary read as needing nothing would pass whatever it was linked against.
+            assert!(
+                needs.libraries.iter().any(|library| library == "libc.so.6")
+                    && !needs.versions.is_empty(),
+                "{binary} of {package}: no libc.so.6 or no version needs read: {needs:?}"
+            );
+            problems.extend(
+                needs
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("{package}: /{binary} {problem}")),
+            );
+        }
+    }
+    let requires = stdout(&run("rpm", &["-qp", "--requires", rpm]));
+    assert!(
+        requires.contains("libc.so.6(GLIBC_"),
+        "rpmbuild found the binaries' glibc versions:\n{requires}"
+    );
+    problems.extend(loader_needs::rpm_requirement_problems(&requires));
+    assert!(
+        problems.is_empty(),
+        "the packaged binaries would not load on a XenServer 8 / XCP-ng 8 dom0, whose newest \
+         glibc version is {} (packaging/build-packages.sh builds them for it with cargo \
+         zigbuild):\n{}",
+        loader_needs::GLIBC_FLOOR,
+        problems.join("\n")
     );
 }
 

@@ -265,27 +265,12 @@ fn sockets_meant_for_another_process_are_ignored() {
 /// in the middle of a request, then one shuts the switch down. With `as_journal`,
 /// `JOURNAL_STREAM` names the log file, as systemd names its stream.
 fn log_of_a_short_run(as_journal: bool) -> String {
-    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("log");
     let socket = dir.path().join("sock");
-    let file = std::fs::File::create(&log).expect("log file");
-    let metadata = file.metadata().expect("metadata");
     let mut command = Command::new(SWITCH);
-    command
-        .arg("--path")
-        .arg(&socket)
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file);
-    if as_journal {
-        command.env(
-            "JOURNAL_STREAM",
-            format!("{}:{}", metadata.dev(), metadata.ino()),
-        );
-    }
+    command.arg("--path").arg(&socket).env_remove("RUST_LOG");
+    stderr_to_file(&mut command, &log, as_journal);
     let mut switch = Spawned::adopt(command.spawn().expect("message-switch starts"));
     let mut clean = wait_until("the switch listens", || UnixStream::connect(&socket).ok());
     clean
@@ -302,6 +287,25 @@ fn log_of_a_short_run(as_journal: bool) -> String {
     stream.write_all(LOGIN_AND_SHUTDOWN).expect("write");
     assert!(switch.wait().0, "a clean exit");
     std::fs::read_to_string(&log).expect("the log")
+}
+
+/// Sends `command`'s stderr to a new file at `log` (stdin and stdout closed). With
+/// `as_journal`, `JOURNAL_STREAM` names that file, as systemd names its stream.
+fn stderr_to_file(command: &mut Command, log: &Path, as_journal: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::create(log).expect("log file");
+    let metadata = file.metadata().expect("metadata");
+    command
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    if as_journal {
+        command.env(
+            "JOURNAL_STREAM",
+            format!("{}:{}", metadata.dev(), metadata.ino()),
+        );
+    }
 }
 
 /// The log lines that are events (not the `listening on …` announcements).
@@ -344,4 +348,30 @@ fn logs_to_the_journal_carry_priorities_and_no_time() {
         ],
         "{text}"
     );
+}
+
+/// The line saying why the switch cannot start is an error entry in the journal (`<3>`),
+/// not one at the stream's default priority (info), and a plain line elsewhere.
+#[test]
+fn the_reason_the_switch_cannot_start_is_an_error_in_the_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("message-switch.conf");
+    std::fs::write(&config, "((path /tmp/x)").expect("write the config");
+    for as_journal in [false, true] {
+        let log = dir.path().join(format!("log-{as_journal}"));
+        let mut command = Command::new(SWITCH);
+        command.arg("--config").arg(&config);
+        stderr_to_file(&mut command, &log, as_journal);
+        let status = command.status().expect("message-switch runs");
+        assert_eq!(status.code(), Some(1));
+        let text = std::fs::read_to_string(&log).expect("the log");
+        let prefix = if as_journal {
+            "<3>message-switch: "
+        } else {
+            "message-switch: "
+        };
+        assert!(text.starts_with(prefix), "{text:?}");
+        assert!(text.contains(&config.display().to_string()), "{text:?}");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+    }
 }

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     match start() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("message-switch: {error:#}");
+            eprintln!(
+                "{}message-switch: {error:#}",
+                message_switch::logs::error_line_prefix()
+            );
             ExitCode::FAILURE
         }
     }
