@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use message_switch::engine::seconds_to_duration;
+use message_switch::engine::{seconds_to_duration, AckSync};
 use message_switch::protocol::{Message, MessageId, QueueName, Request};
 
 use crate::harness::{RunResult, SETTLE};
@@ -118,6 +118,11 @@ struct Facts<'a> {
     durable: bool,
     /// Names someone created as persistent queues, and never as transient ones.
     persistent: BTreeSet<QueueName>,
+    /// Whether the switch answered Acks before their sync (`AckSync::Lazy`).
+    lazy_acks: bool,
+    /// Per epoch, when the last Send to a persistent queue began that got a 200 with an id
+    /// (its reply waited for a sync covering every change applied before it began).
+    last_synced_send: BTreeMap<u32, u64>,
     /// The switch's limits in this run (the defaults unless the seed drew its own).
     limits: Limits,
 }
@@ -228,6 +233,17 @@ impl<'a> Facts<'a> {
                 }
             }
         }
+        let mut last_synced_send: BTreeMap<u32, u64> = BTreeMap::new();
+        for op in &ops {
+            if let (Request::Send { queue, .. }, Some(ReplyData::Sent(Some(_)))) =
+                (&op.request, op.ok())
+            {
+                if persistent.contains(queue) {
+                    let last = last_synced_send.entry(op.epoch).or_default();
+                    *last = (*last).max(op.t_i);
+                }
+            }
+        }
         let owners = creators
             .into_iter()
             .filter(|(_, sessions)| sessions.len() == 1)
@@ -242,8 +258,27 @@ impl<'a> Facts<'a> {
             logins,
             durable: run.plan.durability.is_some(),
             persistent,
+            lazy_acks: run
+                .plan
+                .durability
+                .is_some_and(|d| d.ack_sync == AckSync::Lazy),
+            last_synced_send,
             limits: run.plan.limits.clone().unwrap_or_else(Limits::defaults),
         }
+    }
+
+    /// Whether the successful `ack` surely removed its message for good as seen from
+    /// `epoch`: in its own incarnation always; after a crash, with strict acks always, and
+    /// with lazy acks only if a sync surely covered it before the crash (a Send to a
+    /// persistent queue that began after the ack's reply and got its 200). A lazily acked
+    /// message may come back otherwise (docs/persistence.md, the lazy-ack window).
+    fn ack_binds(&self, ack: &Op, epoch: u32) -> bool {
+        !self.lazy_acks
+            || ack.epoch == epoch
+            || self
+                .last_synced_send
+                .get(&ack.epoch)
+                .is_some_and(|&t| t > ack.t_c_or_max())
     }
 
     /// Which incarnations share the contents of `queue` as seen in `epoch`: only `epoch`
@@ -650,7 +685,12 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
                 .get(&(lineage, id.clone()))
                 .unwrap_or(&no_ops)
                 .iter()
-                .find(|a| a.ok().is_some() && a.t_c_or_max() < t.t_i && a.t_i > s.t_i);
+                .find(|a| {
+                    a.ok().is_some()
+                        && a.t_c_or_max() < t.t_i
+                        && a.t_i > s.t_i
+                        && facts.ack_binds(a, t.epoch)
+                });
             if let Some(ack) = acked {
                 out.push(Violation {
                     invariant: Invariant::AtLeastOnce,

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use message_switch::engine::Timestamp;
+use message_switch::engine::{AckSync, Timestamp};
 use message_switch::protocol::QueueName;
 use message_switch::server::{Config, Switch};
 use message_switch::store::{self, MemoryStorage};
@@ -94,6 +94,8 @@ pub struct Durability {
     /// around snapshots as well as around syncs; `None` keeps the production default, which a
     /// run never reaches.
     pub compaction_bytes_min: Option<u64>,
+    /// When the switch answers an Ack: half the durable seeds run with lazy acks.
+    pub ack_sync: AckSync,
 }
 
 /// What a run leaves for the checkers.
@@ -206,6 +208,12 @@ pub fn plan(seed: u64) -> Plan {
         // A fork drawn after every other, so that adding compaction left the rest as it was.
         compaction_bytes_min: [None, Some(2 << 10), Some(8 << 10), Some(32 << 10)]
             [rng.fork(6).range(0, 3) as usize],
+        // A fork of its own, so that adding lazy acks left every other draw as it was.
+        ack_sync: if rng.fork(9).chance(0.5) {
+            AckSync::Lazy
+        } else {
+            AckSync::Strict
+        },
     });
     // Seeds 2 and 3 of every 4 draw small limits: half of any range of seeds, durable and
     // in-memory alike. From a fork of its own, drawn after every other. The raw actors are
@@ -679,6 +687,7 @@ async fn switch_host(
                 ..defaults
             };
             let opened = store::open_on_runtime(storage, &options)?;
+            config.engine.ack_sync = durability.ack_sync;
             Switch::start_durable(config, opened)
         }
         None => Switch::start(config),

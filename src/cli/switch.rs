@@ -135,6 +135,16 @@ pub struct Args {
     /// …and at least this many times the size of the last snapshot.
     #[arg(long, value_name = "RATIO", default_value_t = store::Options::default().compaction_ratio)]
     pub compaction_ratio: f64,
+
+    /// With --statedir: when an Ack is answered. strict: once the ack is on disk, so an
+    /// acked message never comes back. lazy: at once, the ack being written with the next
+    /// group commit; after a crash, messages acked just before it may be delivered again.
+    #[arg(long, value_name = "MODE", default_value = "strict", value_parser = parse_ack_sync)]
+    pub ack_sync: engine::AckSync,
+}
+
+fn parse_ack_sync(text: &str) -> Result<engine::AckSync, String> {
+    text.parse()
 }
 
 impl Args {
@@ -173,6 +183,7 @@ impl Args {
                 trace_truncate_bytes: self.trace_truncate,
                 transfer_reply_bytes_max: self.transfer_reply_bytes_max,
                 logins_per_connection_max: self.logins_per_connection_max,
+                ack_sync: self.ack_sync,
             },
             body_bytes_max: self.body_bytes_max,
             connections_max: self.connections_max,

@@ -28,6 +28,31 @@ pub struct Config {
     /// Strings in trace payloads of at least this many bytes are cut (the reference's
     /// `--trace-truncate`).
     pub trace_truncate_bytes: usize,
+    /// When the reply to an Ack of a persistent queue's message may leave (with a journal).
+    pub ack_sync: AckSync,
+}
+
+/// When an Ack's reply may leave, relative to the sync that makes the ack durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AckSync {
+    /// After the sync: a message whose Ack was answered never comes back after a crash.
+    #[default]
+    Strict,
+    /// At once: the ack is journalled with the next group commit. A crash before that sync
+    /// brings the message back (delivered again, at-least-once); nothing un-acked is lost.
+    Lazy,
+}
+
+impl std::str::FromStr for AckSync {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "strict" => Ok(AckSync::Strict),
+            "lazy" => Ok(AckSync::Lazy),
+            _ => Err(format!("expected strict or lazy, not {text:?}")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -43,6 +68,7 @@ impl Default for Config {
             trace_entries_max: 1024,
             trace_bytes_max: 8 << 20,
             trace_truncate_bytes: 256,
+            ack_sync: AckSync::Strict,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::protocol::{
     TRANSFER_FROM_START,
 };
 
-use super::config::Config;
+use super::config::{AckSync, Config};
 use super::state::{Event, Queue, QueueStore};
 use super::time::{seconds_to_duration, Timestamp};
 use super::trace::{message_record, TraceRecord, TraceRing};
@@ -28,9 +28,9 @@ pub struct ConnectionId(pub u64);
 pub struct RequestId(pub u64);
 
 /// Whether `request` may change the durable state (create, destroy, send, ack). Its reply is
-/// `after_sync`, and a driver whose journal is failing refuses it up front rather than apply a
-/// change it cannot make durable. Transient cleanup on disconnect also changes durable state
-/// but is not a request.
+/// `after_sync` unless it turns out to concern only a transient queue (or is an Ack under
+/// [`AckSync::Lazy`]), and a driver whose journal is failing refuses it up front rather than
+/// apply a change it may not be able to make durable.
 pub fn changes_durable_state(request: &Request) -> bool {
     matches!(
         request,
@@ -47,7 +47,10 @@ pub fn changes_durable_state(request: &Request) -> bool {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Output {
     /// Persist this event. Events come out in the order they were applied; a journal that
-    /// replays them through [`QueueStore::apply`] rebuilds the durable state.
+    /// replays them through [`QueueStore::apply`] rebuilds the durable state, transient
+    /// queues aside: events that only change a transient queue are applied but not output
+    /// (recovery would drop those queues anyway; ids they used are covered by the journal's
+    /// id floors, see `store::ID_RESERVE`).
     Persist(Event),
     /// Answer a request.
     Reply {
@@ -57,9 +60,10 @@ pub enum Output {
         connection: ConnectionId,
         /// The answer.
         reply: Reply,
-        /// The request was a mutation: the reply must not be released before every
-        /// [`Output::Persist`] emitted before it is durable (protocol.md part A.8). Replies
-        /// to reads carry `false` and may be released at once.
+        /// The request was a mutation of durable state: the reply must not be released
+        /// before every [`Output::Persist`] emitted before it is durable (protocol.md part
+        /// A.8). Replies to reads, to changes of transient queues only, and to Acks under
+        /// [`AckSync::Lazy`] carry `false` and may be released at once.
         after_sync: bool,
     },
     /// A Shutdown request was accepted: stop accepting connections, answer what is in flight
@@ -326,7 +330,7 @@ impl Engine {
         }
         let session = session.unwrap_or_default();
         // Shutdown promises that everything before it is durable, so it waits like a mutation.
-        let after_sync = changes_durable_state(&request) || matches!(request, Request::Shutdown);
+        let after_sync = matches!(request, Request::Shutdown) || self.waits_for_sync(&request);
         let reply = match request {
             Request::Login(token) => self.login(connection, token),
             Request::CreatePersistent(name) => self.create(name, None),
@@ -444,9 +448,43 @@ impl Engine {
         });
     }
 
+    /// Whether `request`, handled now, may journal anything: it changes durable state, and
+    /// not only a transient queue (recovery drops those, so their changes are neither
+    /// journalled nor synced). A driver whose journal is failing refuses exactly these.
+    pub fn needs_journal(&self, request: &Request) -> bool {
+        changes_durable_state(request) && !self.concerns_only_transient(request)
+    }
+
+    /// Whether the reply to `request` (about to be handled) must wait for the sync of what
+    /// came before it: every change to durable state does ([`Engine::needs_journal`]),
+    /// except an Ack under [`AckSync::Lazy`].
+    fn waits_for_sync(&self, request: &Request) -> bool {
+        let lazy_ack = matches!(request, Request::Ack(_)) && self.config.ack_sync == AckSync::Lazy;
+        self.needs_journal(request) && !lazy_ack
+    }
+
+    fn concerns_only_transient(&self, request: &Request) -> bool {
+        let store = &self.store;
+        match request {
+            Request::CreatePersistent(name) | Request::Destroy(name) => store.is_transient(name),
+            Request::Send { queue, .. } => store.is_transient(queue),
+            Request::Ack(id) => store.is_transient(&id.queue),
+            // Creates a transient queue unless a persistent one of that name exists.
+            Request::CreateTransient(name) => name
+                .as_ref()
+                .is_none_or(|name| store.queue(name).is_none() || store.is_transient(name)),
+            _ => false,
+        }
+    }
+
+    /// Applies `event` and asks for it to be journalled, unless it only changes a transient
+    /// queue (see [`QueueStore::is_volatile`]).
     fn emit(&mut self, event: Event) {
+        let volatile = self.store.is_volatile(&event);
         self.store.apply(&event);
-        self.outputs.push_back(Output::Persist(event));
+        if !volatile {
+            self.outputs.push_back(Output::Persist(event));
+        }
     }
 
     /// A connection's session: the smallest token it logged in with, as in the reference.

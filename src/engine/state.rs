@@ -169,6 +169,28 @@ impl QueueStore {
         }
     }
 
+    /// Whether `name` is a transient queue (one owned by a session).
+    pub fn is_transient(&self, name: &QueueName) -> bool {
+        self.queues
+            .get(name)
+            .is_some_and(|queue| queue.owner.is_some())
+    }
+
+    /// Whether `event`, applied to this store now, changes only a transient queue: creating
+    /// one, storing or acking a message in one, removing one. Recovery drops every transient
+    /// queue (their sessions end with the process), so such an event never affects what a
+    /// restart recovers and need not be journalled. Decide before applying it (a removal
+    /// forgets the queue's owner).
+    pub fn is_volatile(&self, event: &Event) -> bool {
+        match event {
+            Event::QueueCreated { owner, .. } => owner.is_some(),
+            Event::QueueRemoved { name } => self.is_transient(name),
+            Event::MessageStored { id, .. } | Event::MessageAcked { id } => {
+                self.is_transient(&id.queue)
+            }
+        }
+    }
+
     /// The id the next stored message will get.
     pub fn next_index(&self) -> i64 {
         self.next_index

@@ -171,7 +171,13 @@ impl Driver {
                     .or_default()
                     .push(id);
                 // A change the journal cannot take must not reach the engine at all.
-                if let Some(refusal) = self.durability.as_ref().and_then(|d| d.refusal(&request)) {
+                let needs_journal =
+                    self.durability.is_some() && self.engine.needs_journal(&request);
+                if let Some(refusal) = self
+                    .durability
+                    .as_ref()
+                    .and_then(|d| d.refusal(needs_journal))
+                {
                     self.release(id, refusal);
                     return;
                 }
@@ -228,7 +234,12 @@ impl Driver {
                     ..
                 } => {
                     let reply = match &mut self.durability {
-                        Some(durability) => durability.gate(request, reply, after_sync),
+                        Some(durability) => durability.gate(
+                            request,
+                            reply,
+                            after_sync,
+                            self.engine.store().next_index(),
+                        ),
                         None => Some(reply),
                     };
                     if let Some(reply) = reply {

@@ -4,8 +4,21 @@
 //!
 //! Nothing here blocks: the journal writes and syncs on its own threads (or task), and
 //! reports completions that [`Durability::on_completion`] turns into released or failed
-//! replies. Reads are answered at once, except the rare Transfer reply that would show a
-//! message id at or above the id floor already durable (see [`store::ID_RESERVE`]).
+//! replies. Replies that need no sync (reads, changes of transient queues, lazy acks) are
+//! answered at once, except in the rare case that the engine's id counter has passed the id
+//! floor already durable (see [`store::ID_RESERVE`] and [`Durability::submit`]).
+//!
+//! # Ids without syncs
+//!
+//! A reply that leaves before a sync may show a message id (a Transfer, a Send to a transient
+//! queue, a trace), and no id shown may ever be handed out again, even after a crash that
+//! loses everything unsynced. Recovery raises the id counter to the highest floor journalled,
+//! so every id below `durable_floor` (the highest floor synced) is safe. The driver keeps the
+//! floor ahead: whenever the counter comes within half a reserve of the floor last submitted,
+//! the next batch carries a new floor, even if it has no events (transient traffic journals
+//! none). So `next_index <= durable_floor` holds except right after start-up (until the first
+//! batch is synced) and when more than `ID_RESERVE / 2` ids are taken within one sync; only
+//! then does such a reply wait for the floor's sync.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,8 +27,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::metrics::Histogram;
-use crate::engine::{changes_durable_state, Event, RequestId};
-use crate::protocol::{ErrorReply, Reply, Request};
+use crate::engine::{Event, RequestId};
+use crate::protocol::{ErrorReply, Reply};
 use crate::store::{self, Completion, Journal, StoreError};
 
 /// A reply waiting for its batch to be durable.
@@ -24,7 +37,8 @@ struct Held {
     tag: u64,
     request: RequestId,
     reply: Reply,
-    /// A read held only because it shows ids not yet covered by a durable id floor.
+    /// A reply that needed no sync, held only because the id counter had passed the
+    /// durable id floor.
     read: bool,
 }
 
@@ -40,6 +54,8 @@ pub(crate) struct Durability {
     in_flight: VecDeque<(u64, i64, Instant)>,
     /// The id floor recovery would restore now: ids below it are safe to show.
     durable_floor: i64,
+    /// The highest id floor submitted (durable or not).
+    submitted_floor: i64,
     held: VecDeque<Held>,
     /// Set while the journal fails: mutations are refused until a sync succeeds.
     failure: Option<Arc<StoreError>>,
@@ -65,6 +81,7 @@ impl Durability {
             synced: 0,
             in_flight: VecDeque::new(),
             durable_floor: recovered_next_index,
+            submitted_floor: recovered_next_index,
             held: VecDeque::new(),
             failure: None,
             writer_gone: false,
@@ -74,11 +91,12 @@ impl Durability {
         }
     }
 
-    /// The reply for a mutating request that must be refused before the engine sees it,
-    /// because the journal is failing or closed: applying it would change the state with no
-    /// way to make the change durable.
-    pub(crate) fn refusal(&self, request: &Request) -> Option<Reply> {
-        if !changes_durable_state(request) {
+    /// The reply for a request that must be refused before the engine sees it, because it
+    /// would journal something (`needs_journal`, see `Engine::needs_journal`) and the journal
+    /// is failing or closed: applying it would change the state with no way to make the
+    /// change durable. Changes of transient queues need no journal and are never refused.
+    pub(crate) fn refusal(&self, needs_journal: bool) -> Option<Reply> {
+        if !needs_journal {
             return None;
         }
         if self.closed.is_some() || self.writer_gone {
@@ -102,25 +120,28 @@ impl Durability {
     }
 
     /// Decides whether `reply` may leave now (returned) or must wait (kept, `None`).
+    /// `after_sync` is the engine's verdict; `next_index` is the engine's id counter now.
     pub(crate) fn gate(
         &mut self,
         request: RequestId,
         reply: Reply,
         after_sync: bool,
+        next_index: i64,
     ) -> Option<Reply> {
-        let shows_new_id = match &reply {
-            Reply::Transfer(transfer) => {
-                !transfer.messages.is_empty() && transfer.next >= self.durable_floor
+        let read = !after_sync;
+        let tag = if after_sync {
+            // The latest batch holding an event emitted before this reply.
+            if self.batch.is_empty() {
+                self.next_seq - 1
+            } else {
+                self.next_seq
             }
-            _ => false,
-        };
-        if !after_sync && !shows_new_id {
+        } else if next_index <= self.durable_floor || !may_show_ids(&reply) {
             return Some(reply);
-        }
-        // The latest batch holding an event emitted before this reply.
-        let tag = if self.batch.is_empty() {
+        } else if next_index <= self.submitted_floor {
             self.next_seq - 1
         } else {
+            // `submit` sends a new floor at the end of this wake-up.
             self.next_seq
         };
         if tag <= self.synced {
@@ -130,21 +151,23 @@ impl Durability {
             tag,
             request,
             reply,
-            read: !after_sync,
+            read,
         });
         None
     }
 
     /// Submits the events of this wake-up as one batch; `next_index` is the engine's id
-    /// counter now.
+    /// counter now. With no events, a batch is still submitted when the counter has come
+    /// within half a reserve of the floor last submitted, to move the floor ahead.
     pub(crate) fn submit(&mut self, next_index: i64) {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && !store::floor_due(next_index, self.submitted_floor) {
             return;
         }
         let events = std::mem::take(&mut self.batch);
         let seq = self.next_seq;
         self.next_seq += 1;
         let floor = next_index.saturating_add(store::ID_RESERVE);
+        self.submitted_floor = self.submitted_floor.max(floor);
         if self.journal.submit(seq, events, floor).is_err() {
             // The writer is gone: nothing more will be durable. Held replies fail below when
             // the completion channel reports it closed.
@@ -264,6 +287,18 @@ impl Durability {
                 )
             })
             .collect()
+    }
+}
+
+/// Whether `reply` may show a message id (or a name made from one): such a reply must not
+/// leave before a durable id floor covers every id handed out.
+fn may_show_ids(reply: &Reply) -> bool {
+    match reply {
+        Reply::Transfer(transfer) => !transfer.messages.is_empty(),
+        Reply::Sent(sent) => sent.is_some(),
+        Reply::Trace(events) => !events.is_empty(),
+        Reply::Name(_) | Reply::Diagnostics(_) => true,
+        Reply::Empty | Reply::List(_) | Reply::Error(_) => false,
     }
 }
 

@@ -26,7 +26,9 @@
 //!    journals that), and starts the writer. Build the engine over [`Opened::store`].
 //! 2. Collect the engine's `Persist` events of one wake-up, and [`Journal::submit`] them as a
 //!    batch with the next sequence number (1, 2, …) and an id floor of
-//!    `next_index + ID_RESERVE`.
+//!    `next_index + ID_RESERVE`; submit a batch without events when [`floor_due`] says so.
+//!    A reply that needs no sync but may show an id waits while `next_index` is above the
+//!    highest floor synced.
 //! 3. Hold each `after_sync` reply until a [`Completion::Synced`] covers the batch it
 //!    followed. On [`Completion::Failed`] answer the held replies with an error and refuse
 //!    new mutations until the next `Synced`: the writer keeps the failed batches and retries
@@ -67,6 +69,16 @@ pub use storage::{DiskFile, DiskStorage, Storage, StorageFile, LOCK_FILE};
 /// recovery raises the counter to the highest such floor. The driver holds back the rare
 /// Transfer reply that would show an id at or above the floor already durable.
 pub const ID_RESERVE: i64 = 1 << 20;
+
+/// Whether the next batch must carry a new id floor even if it has no events: the id counter
+/// (`next_index`) has come within half a reserve of the highest floor submitted so far.
+///
+/// Changes of transient queues journal nothing, yet take ids that replies show at once; a
+/// driver that submits a floor whenever this says so keeps the durable floor above every id
+/// handed out, except while more than `ID_RESERVE / 2` ids are taken within one sync.
+pub fn floor_due(next_index: i64, submitted_floor: i64) -> bool {
+    next_index.saturating_add(ID_RESERVE / 2) > submitted_floor
+}
 
 /// Tuning of the journal.
 #[derive(Clone, Debug, PartialEq)]

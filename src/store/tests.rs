@@ -11,8 +11,8 @@ use super::codec::FILE_HEADER_BYTES;
 use super::recovery::{journal_name, snapshot_name, snapshot_temp_name};
 use super::writer::{prepare, Batch, Compactor, Log};
 use super::*;
-use crate::engine::{self, ConnectionId, Engine, Output, RequestId, Timestamp};
-use crate::protocol::{Message, MessageId, MessageKind, QueueName, Request, SessionToken};
+use crate::engine::{self, AckSync, ConnectionId, Engine, Output, RequestId, Timestamp};
+use crate::protocol::{Message, MessageId, MessageKind, QueueName, Reply, Request, SessionToken};
 
 const START: Timestamp = Timestamp::from_unix_nanos(1_700_000_000_000_000_000);
 
@@ -70,14 +70,27 @@ struct Harness {
     views: Vec<Vec<Event>>,
     /// Every event emitted so far.
     history: Vec<Event>,
+    /// The highest message id a reply showed.
+    shown_max: Option<i64>,
+    /// The highest id floor submitted.
+    submitted_floor: i64,
     ops: usize,
 }
 
 impl Harness {
     fn new(storage: MemoryStorage, options: Options) -> Self {
+        Self::with_ack_sync(storage, options, AckSync::Strict)
+    }
+
+    fn with_ack_sync(storage: MemoryStorage, options: Options, ack_sync: AckSync) -> Self {
         let (log, compactor, store, _report) =
             prepare(storage.clone(), &options).unwrap().into_parts();
-        let engine = Engine::with_store(engine::Config::default(), START, store);
+        let submitted_floor = store.next_index();
+        let config = engine::Config {
+            ack_sync,
+            ..engine::Config::default()
+        };
+        let engine = Engine::with_store(config, START, store);
         let view = durable_view(engine.store());
         Self {
             storage,
@@ -92,6 +105,8 @@ impl Harness {
             released_through: 0,
             views: vec![view],
             history: Vec::new(),
+            shown_max: None,
+            submitted_floor,
             ops: 0,
         }
     }
@@ -122,21 +137,33 @@ impl Harness {
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::Persist(event) => events.push(event),
-                Output::Reply { after_sync, .. } => wait |= after_sync,
+                Output::Reply {
+                    after_sync, reply, ..
+                } => {
+                    wait |= after_sync;
+                    if let Reply::Sent(Some(id)) = reply {
+                        self.shown_max = self.shown_max.max(Some(id.index));
+                    }
+                }
                 Output::Shutdown => {}
             }
         }
-        if !events.is_empty() {
+        // A change journalled without its reply waiting (a lazy ack) is promised only once
+        // the next sync covers it, so it counts as held until then.
+        let promised_at_sync = wait || !events.is_empty();
+        let next_index = self.engine.store().next_index();
+        if !events.is_empty() || floor_due(next_index, self.submitted_floor) {
             self.history.extend(events.iter().cloned());
+            self.submitted_floor = next_index + ID_RESERVE;
             self.unsynced.push(Batch {
                 seq: self.next_batch,
                 events,
-                id_floor: self.engine.store().next_index() + ID_RESERVE,
+                id_floor: self.submitted_floor,
             });
             self.next_batch += 1;
         }
         // A reply waits if anything is unsynced (its own events or earlier ones).
-        if wait && !self.unsynced.is_empty() {
+        if promised_at_sync && !self.unsynced.is_empty() {
             self.held.push(self.ops);
         } else if self.held.is_empty() {
             self.released_through = self.ops;
@@ -260,8 +287,13 @@ fn run_op(harness: &mut Harness, op: &Op) {
     }
 }
 
-fn start_harness(storage: &MemoryStorage) -> Harness {
-    let mut harness = Harness::new(storage.clone(), small_options());
+fn start_harness(storage: &MemoryStorage, lazy_acks: bool) -> Harness {
+    let ack_sync = if lazy_acks {
+        AckSync::Lazy
+    } else {
+        AckSync::Strict
+    };
+    let mut harness = Harness::with_ack_sync(storage.clone(), small_options(), ack_sync);
     for connection in 0..3 {
         harness.connect(connection);
     }
@@ -294,17 +326,18 @@ proptest! {
     /// Random operations, then a crash that cuts the newest journal segment at a random byte
     /// (possibly inside a record, possibly inside synced data). Recovery gives the state after
     /// some prefix of the operations; when the cut spares the synced bytes, that prefix holds
-    /// every operation whose reply was released. Recovery is repeatable, and the journal
-    /// continues after it.
+    /// every operation whose reply was released (a lazy ack's only once a sync followed it).
+    /// Recovery is repeatable, and the journal continues after it.
     #[test]
     fn crash_anywhere_recovers_a_prefix(
         ops in proptest::collection::vec(op_strategy(), 1..120),
+        lazy_acks in any::<bool>(),
         write_tail in any::<bool>(),
         spare_synced in any::<bool>(),
         cut_fraction in 0.0f64..=1.0,
     ) {
         let storage = MemoryStorage::new();
-        let mut harness = start_harness(&storage);
+        let mut harness = start_harness(&storage, lazy_acks);
         for op in &ops {
             run_op(&mut harness, op);
         }
@@ -327,7 +360,7 @@ proptest! {
         // with the unsynced tail: every batch reserves ids ahead. (With nothing left at all,
         // the next start's time-derived floor is what keeps ids growing.)
         let anything_left = report.journal_records > 0 || report.snapshot_generation.is_some();
-        if let (true, Some(max)) = (anything_left, max_id(&harness.history)) {
+        if let (true, Some(max)) = (anything_left, max_id(&harness.history).max(harness.shown_max)) {
             prop_assert!(recovered.next_index() > max);
         }
         drop(log);
@@ -359,10 +392,11 @@ proptest! {
     #[test]
     fn power_loss_keeps_every_released_operation(
         ops in proptest::collection::vec(op_strategy(), 1..120),
+        lazy_acks in any::<bool>(),
         kept in 0usize..400,
     ) {
         let storage = MemoryStorage::new();
-        let mut harness = start_harness(&storage);
+        let mut harness = start_harness(&storage, lazy_acks);
         for op in &ops {
             run_op(&mut harness, op);
         }
@@ -600,21 +634,40 @@ fn a_crash_during_compaction_leaves_a_recoverable_directory() {
 }
 
 #[test]
-fn transient_queues_are_dropped_durably() {
+fn transient_queues_are_never_journalled() {
     let storage = MemoryStorage::new();
     let mut harness = Harness::new(storage.clone(), Options::default());
     harness.connect(0);
     harness.op(0, Some(Request::Login(SessionToken::from("owner"))));
     harness.op(0, Some(Request::CreateTransient(Some(queue_name(1)))));
     run_op(&mut harness, &Op::Send(0, 1, 3));
+    run_op(&mut harness, &Op::Ack(0, 1, 0));
+    run_op(&mut harness, &Op::Send(0, 1, 4));
+    let shown = harness.shown_max.expect("the sends showed ids");
+    assert!(harness.history.is_empty(), "{:?}", harness.history);
     harness.sync();
 
     let (log, compactor, store, report) = prepare(storage.clone(), &Options::default())
         .unwrap()
         .into_parts();
-    assert_eq!(report.transient_queues_dropped, 1);
+    assert_eq!(report.transient_queues_dropped, 0);
     assert_eq!(store.queue_count(), 0);
-    // A persistent queue of the same name is not taken for the old transient one.
+    // The ids the transient sends showed are below the floor journalled beside them.
+    assert!(store.next_index() > shown);
+    // A persistent queue of the same name is a new, empty queue.
+    let report = recreate_as_persistent(storage, log, compactor, store);
+    assert_eq!(report.transient_queues_dropped, 0);
+}
+
+/// Continues the journal of `storage` (recovered as `log`, `compactor`, `store`) with a
+/// persistent queue named like the transient queue of these tests, and checks that the next
+/// recovery has it, persistent and empty; returns that recovery's report.
+fn recreate_as_persistent(
+    storage: MemoryStorage,
+    log: Log<MemoryStorage>,
+    compactor: Compactor<MemoryStorage>,
+    store: QueueStore,
+) -> RecoveryReport {
     let mut harness = Harness {
         log,
         compactor,
@@ -626,11 +679,42 @@ fn transient_queues_are_dropped_durably() {
     harness.op(0, Some(Request::CreatePersistent(queue_name(1))));
     harness.sync();
     let (_, _, store, report) = prepare(storage, &Options::default()).unwrap().into_parts();
-    assert_eq!(report.transient_queues_dropped, 0);
     let queue = store
         .queue(&queue_name(1))
         .expect("the persistent queue survives");
     assert_eq!(queue.owner, None);
+    assert!(queue.messages.is_empty());
+    report
+}
+
+/// Journals written before transient changes stopped being journalled hold transient
+/// queues: recovery still drops them, durably.
+#[test]
+fn journalled_transient_queues_are_dropped_durably() {
+    let storage = MemoryStorage::new();
+    let (mut log, _, _, _) = prepare(storage.clone(), &Options::default())
+        .unwrap()
+        .into_parts();
+    let created = Event::QueueCreated {
+        name: queue_name(1),
+        owner: Some(SessionToken::from("owner")),
+    };
+    let batch = Batch {
+        seq: 1,
+        events: vec![created],
+        id_floor: 1,
+    };
+    log.write(&[batch]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (log, compactor, store, report) = prepare(storage.clone(), &Options::default())
+        .unwrap()
+        .into_parts();
+    assert_eq!(report.transient_queues_dropped, 1);
+    assert_eq!(store.queue_count(), 0);
+    // A persistent queue of the same name is not taken for the old transient one.
+    let report = recreate_as_persistent(storage, log, compactor, store);
+    assert_eq!(report.transient_queues_dropped, 0);
 }
 
 #[test]

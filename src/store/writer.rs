@@ -115,7 +115,8 @@ impl<S: Storage> Log<S> {
         self.records_in_buf = 0;
         let id_floor = batches.iter().map(|b| b.id_floor).max().unwrap_or(0);
         let mut events = batches.iter().flat_map(|b| b.events.iter()).peekable();
-        while events.peek().is_some() {
+        // Batches without events still carry an id floor, so they still make a record.
+        while events.peek().is_some() || (self.records_in_buf == 0 && !batches.is_empty()) {
             let record_start = self.buf.len();
             let mut chunk = Vec::new();
             let mut chunk_bytes = 0;

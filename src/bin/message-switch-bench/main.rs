@@ -72,8 +72,8 @@ struct Args {
           default_values_t = [Transport::Unix, Transport::Tcp])]
     transport: Vec<Transport>,
 
-    /// Switch storage modes of the RPC cells: `memory` (no flag) and `statedir`
-    /// (`--statedir` in the scratch directory).
+    /// Switch storage modes of the RPC cells: `memory` (no flag), `statedir` (`--statedir`
+    /// in the scratch directory) and `statedir-lazy` (also `--ack-sync lazy`).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "S",
           default_values_t = [Storage::Memory, Storage::Statedir])]
     storage: Vec<Storage>,
@@ -191,8 +191,27 @@ pub enum Transport {
 pub enum Storage {
     /// No `--statedir`.
     Memory,
-    /// `--statedir`: every mutation is fsynced (group commit) before its reply.
+    /// `--statedir`: every mutation of a persistent queue is fsynced (group commit) before
+    /// its reply.
     Statedir,
+    /// `--statedir --ack-sync lazy`: the same, except that Acks are answered before their
+    /// sync.
+    StatedirLazy,
+}
+
+impl Storage {
+    /// Whether the switch journals (a state directory).
+    pub fn is_durable(self) -> bool {
+        self != Storage::Memory
+    }
+
+    /// The switch's flags for this mode, besides `--statedir`.
+    fn durable_flags(self) -> &'static [&'static str] {
+        match self {
+            Storage::StatedirLazy => &["--ack-sync", "lazy"],
+            Storage::Memory | Storage::Statedir => &[],
+        }
+    }
 }
 
 /// Everything a run does, resolved from the arguments.
@@ -473,7 +492,7 @@ async fn round_trips(
                 }
                 for (storage, _, switch) in switches.iter().filter(|(_, t, _)| *t == threads) {
                     let key = key(*storage);
-                    if *storage == Storage::Statedir && (rpc_here || real_here) {
+                    if storage.is_durable() && (rpc_here || real_here) {
                         report
                             .fsync
                             .push(fsync_probe(scratch, plan.timing, false).await?);
@@ -639,12 +658,13 @@ fn start_switch(
         // Above the idle waiters' connections (the default limit is 10,000).
         .arg("--connections-max")
         .arg("50000");
-    if storage == Storage::Statedir {
+    if storage.is_durable() {
         command
             .arg("--statedir")
             .arg(scratch.path().join(format!("{name}.state")))
             .arg("--compaction-bytes-min")
-            .arg(plan.compaction_bytes_min.to_string());
+            .arg(plan.compaction_bytes_min.to_string())
+            .args(storage.durable_flags());
     }
     let switch = ChildProcess::spawn(&format!("switch {name}"), command)?;
     progress(&format!("switch {name} started, pid {}", switch.pid()));
