@@ -27,6 +27,16 @@ fn yojson_escape(byte: u8) -> Vec<u8> {
     }
 }
 
+/// What Yojson prints for `bytes` as a string literal.
+fn yojson_string(bytes: &[u8]) -> Vec<u8> {
+    let mut expected = vec![b'"'];
+    for &byte in bytes {
+        expected.extend(yojson_escape(byte));
+    }
+    expected.push(b'"');
+    expected
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -34,12 +44,7 @@ proptest! {
     fn string_escaping_is_yojsons_byte_by_byte(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let mut written = Vec::new();
         json::write_string(&mut written, &bytes);
-        let mut expected = vec![b'"'];
-        for &byte in &bytes {
-            expected.extend(yojson_escape(byte));
-        }
-        expected.push(b'"');
-        prop_assert_eq!(&written, &expected);
+        prop_assert_eq!(&written, &yojson_string(&bytes));
         prop_assert_eq!(json::parse(&written), Ok(Value::String(bytes)));
     }
 
@@ -56,12 +61,7 @@ proptest! {
     ) {
         let mut written = Vec::new();
         json::write_string(&mut written, &bytes);
-        let mut expected = vec![b'"'];
-        for &byte in &bytes {
-            expected.extend(yojson_escape(byte));
-        }
-        expected.push(b'"');
-        prop_assert_eq!(&written, &expected);
+        prop_assert_eq!(&written, &yojson_string(&bytes));
     }
 
     #[test]

@@ -533,21 +533,14 @@ impl Report {
                 overhead <= 300.0,
             ));
         }
-        if rows.is_empty() {
-            return;
-        }
-        let _ = writeln!(
+        target_table(
             out,
-            "## Targets (issue 14; the last three from issue 6), with {threads} runtime \
-             thread(s)\n"
+            &format!(
+                "Targets (issue 14; the last three from issue 6), with {threads} runtime \
+                 thread(s)"
+            ),
+            rows,
         );
-        let _ = writeln!(out, "| target | measured | goal | met |");
-        let _ = writeln!(out, "|---|---:|---:|---|");
-        for (what, measured, goal, met) in rows {
-            let met = if met { "yes" } else { "**no**" };
-            let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
-        }
-        out.push('\n');
     }
 
     /// Issue 20's targets on the cost of an exchange: the switch's CPU per HTTP exchange
@@ -597,20 +590,13 @@ impl Report {
                 ));
             }
         }
-        if rows.is_empty() {
-            return;
-        }
-        let _ = writeln!(
+        target_table(
             out,
-            "## Targets (issue 20: the cost of an exchange), with {threads} runtime thread(s)\n"
+            &format!(
+                "Targets (issue 20: the cost of an exchange), with {threads} runtime thread(s)"
+            ),
+            rows,
         );
-        let _ = writeln!(out, "| target | measured | goal | met |");
-        let _ = writeln!(out, "|---|---:|---:|---|");
-        for (what, measured, goal, met) in rows {
-            let met = if met { "yes" } else { "**no**" };
-            let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
-        }
-        out.push('\n');
     }
 
     fn real_targets(&self, threads: u16, rows: &mut Vec<(String, String, String, bool)>) {
@@ -740,6 +726,21 @@ impl Report {
             .find(|(k, _)| *k == floor_key)
             .map(|(_, floor)| floor)
     }
+}
+
+/// A table of targets under `heading` (nothing without rows): what, measured, goal, met.
+fn target_table(out: &mut String, heading: &str, rows: Vec<(String, String, String, bool)>) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## {heading}\n");
+    let _ = writeln!(out, "| target | measured | goal | met |");
+    let _ = writeln!(out, "|---|---:|---:|---|");
+    for (what, measured, goal, met) in rows {
+        let met = if met { "yes" } else { "**no**" };
+        let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
+    }
+    out.push('\n');
 }
 
 /// Every `fdatasync` the probes timed.
