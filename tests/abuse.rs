@@ -110,6 +110,50 @@ async fn a_slow_body_gets_408() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
 }
 
+/// A body that arrives in pieces (chunked, written apart) is joined whole, and one that grows
+/// past the limit without announcing its length gets 413: the switch collects bodies itself,
+/// keeping a body of one frame without a copy.
+#[tokio::test]
+async fn a_body_in_pieces_is_joined_and_an_unannounced_one_is_held_to_the_limit() {
+    let switch = Switch::start(Config {
+        body_bytes_max: 32,
+        ..Config::default()
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    switch.serve(listener);
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    for request in [
+        &b"GET /login/pieces HTTP/1.1\r\nhost: t\r\n\r\n"[..],
+        b"GET /persistent/q HTTP/1.1\r\nhost: t\r\n\r\n",
+    ] {
+        let reply = exchange(&mut stream, request).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    stream
+        .write_all(b"POST /request/q/r HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .expect("write");
+    // Apart, so that the second piece is a frame of its own.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = exchange(&mut stream, b"6\r\n world\r\n0\r\n\r\n").await;
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    let transfer = b"{\"timeout\":0,\"queues\":[\"q\"]}";
+    let request = format!(
+        "POST /transfer HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        transfer.len()
+    );
+    let reply = exchange(&mut stream, &[request.as_bytes(), transfer].concat()).await;
+    assert!(reply.contains("\"payload\":\"hello world\""), "{reply}");
+    let over = exchange(
+        &mut stream,
+        b"POST /request/q/r HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n14\r\n12345678901234567890\r\n14\r\n12345678901234567890\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(over.contains("limit 32 bytes"), "{over}");
+}
+
 /// A large Transfer reply is streamed (so a reader that never reads pins little), yet it goes
 /// out with a `content-length`, like the original's, and decodes to what was sent.
 #[tokio::test]

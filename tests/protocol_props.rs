@@ -27,6 +27,16 @@ fn yojson_escape(byte: u8) -> Vec<u8> {
     }
 }
 
+/// What Yojson prints for `bytes` as a string literal.
+fn yojson_string(bytes: &[u8]) -> Vec<u8> {
+    let mut expected = vec![b'"'];
+    for &byte in bytes {
+        expected.extend(yojson_escape(byte));
+    }
+    expected.push(b'"');
+    expected
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -34,13 +44,24 @@ proptest! {
     fn string_escaping_is_yojsons_byte_by_byte(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let mut written = Vec::new();
         json::write_string(&mut written, &bytes);
-        let mut expected = vec![b'"'];
-        for &byte in &bytes {
-            expected.extend(yojson_escape(byte));
-        }
-        expected.push(b'"');
-        prop_assert_eq!(&written, &expected);
+        prop_assert_eq!(&written, &yojson_string(&bytes));
         prop_assert_eq!(json::parse(&written), Ok(Value::String(bytes)));
+    }
+
+    /// Mostly plain text with a rare byte that needs escaping, anywhere: the writer skips
+    /// plain bytes eight at a time, and must still see every one that is not.
+    #[test]
+    fn sparse_escapes_in_plain_text_are_all_found(
+        bytes in proptest::collection::vec(
+            prop_oneof![20 => b'a'..=b'z', 1 => any::<u8>(), 1 => prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(0x7f), Just(0x1f), Just(0x00), Just(0x80), Just(0xff),
+            ]],
+            0..120,
+        )
+    ) {
+        let mut written = Vec::new();
+        json::write_string(&mut written, &bytes);
+        prop_assert_eq!(&written, &yojson_string(&bytes));
     }
 
     #[test]

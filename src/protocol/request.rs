@@ -143,10 +143,36 @@ impl Request {
     /// Routes a request as the reference does (`protocol.md` §1). `path` is the request
     /// target's path without the query; `body` is ignored for GET.
     pub fn route(method: &str, path: &str, body: Bytes) -> Result<Request, RouteError> {
+        // Nearly every path has a few segments, none escaped and none a dot segment: those
+        // are split on the stack. Others (and their errors) take the general way.
+        let mut raw = [""; PLAIN_SEGMENTS_MAX];
+        if let Some(count) = plain_segments(path, &mut raw) {
+            let mut decoded: [&[u8]; PLAIN_SEGMENTS_MAX] = [b""; PLAIN_SEGMENTS_MAX];
+            for (decoded, raw) in decoded.iter_mut().zip(&raw[..count]) {
+                *decoded = raw.as_bytes();
+            }
+            return Self::route_segments(method, &raw[..count], &decoded[..count], body);
+        }
+        Self::route_general(method, path, body)
+    }
+
+    /// [`Request::route`] for any path: percent escapes decoded and dot segments removed as
+    /// the reference does.
+    fn route_general(method: &str, path: &str, body: Bytes) -> Result<Request, RouteError> {
         let segments = Segments::parse(path);
         let decoded: Vec<&[u8]> = segments.decoded.iter().map(|s| s.as_ref()).collect();
-        let name = |index: usize| QueueName::new(Bytes::copy_from_slice(&segments.decoded[index]));
-        match (method, decoded.as_slice()) {
+        Self::route_segments(method, &segments.raw, &decoded, body)
+    }
+
+    /// Routes by the path's raw and decoded segments (the same count of each).
+    fn route_segments(
+        method: &str,
+        raw: &[&str],
+        decoded: &[&[u8]],
+        body: Bytes,
+    ) -> Result<Request, RouteError> {
+        let name = |index: usize| QueueName::new(Bytes::copy_from_slice(decoded[index]));
+        match (method, decoded) {
             ("GET", [b"", b""]) => Ok(Request::Diagnostics),
             ("GET", [b"", b"login", token]) => {
                 Ok(Request::Login(SessionToken::new(token.to_vec())))
@@ -196,7 +222,7 @@ impl Request {
             ("GET", [b"", b"metrics"]) => Ok(Request::Metrics),
             ("GET", [b"", b"health"]) => Ok(Request::Health),
             ("GET", [b"", first, ..]) if is_web_root(first) => Ok(Request::Web(
-                segments.raw[1..].iter().map(|s| (*s).to_owned()).collect(),
+                raw[1..].iter().map(|s| (*s).to_owned()).collect(),
             )),
             _ => Err(RouteError::NotFound),
         }
@@ -283,6 +309,15 @@ impl TransferRequest {
     /// keys ignored, `from` an optional string holding an int64 (`null` or a number is an
     /// error), `timeout` a float, integer or numeric string, `queues` an array of strings.
     pub fn parse(body: &[u8]) -> Result<TransferRequest, RouteError> {
+        match parse_canonical(body) {
+            Some(request) => Ok(request),
+            None => Self::parse_general(body),
+        }
+    }
+
+    /// [`TransferRequest::parse`] through the general JSON reader: any body, and the error
+    /// for a malformed one.
+    fn parse_general(body: &[u8]) -> Result<TransferRequest, RouteError> {
         let malformed =
             |what: &str| RouteError::Malformed(format!("invalid transfer body: {what}"));
         let value = json::parse(body).map_err(|e| malformed(&e.to_string()))?;
@@ -344,6 +379,147 @@ impl TransferRequest {
     }
 }
 
+/// The body of a Transfer as the clients write it, read without building a JSON tree:
+/// `{"from":"N","timeout":T,"queues":["q",…]}` — keys in lower case, each at most once, in
+/// any order, with optional white space; strings without escapes; `timeout` a JSON number.
+/// Anything else (escapes, comments, other keys or types, an error) gives `None`, and the
+/// general reader decides: so this never accepts what it would refuse, nor reads a body
+/// differently (a property test compares the two).
+fn parse_canonical(body: &[u8]) -> Option<TransferRequest> {
+    let mut scan = Scan {
+        input: body,
+        pos: 0,
+    };
+    let (mut from, mut timeout_s, mut queues) = (None, None, None);
+    scan.expect(b'{')?;
+    if scan.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        let key = scan.string()?;
+        scan.expect(b':')?;
+        match key {
+            b"from" if from.is_none() => {
+                let text = std::str::from_utf8(scan.string()?).ok()?;
+                from = Some(parse_int64(text)?);
+            }
+            b"timeout" if timeout_s.is_none() => timeout_s = Some(scan.number()?),
+            b"queues" if queues.is_none() => {
+                let mut names = Vec::new();
+                scan.expect(b'[')?;
+                if scan.peek()? == b']' {
+                    scan.pos += 1;
+                } else {
+                    loop {
+                        names.push(QueueName::new(scan.string()?.to_vec()));
+                        match scan.next()? {
+                            b',' => {}
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                queues = Some(names);
+            }
+            _ => return None,
+        }
+        match scan.next()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    scan.skip_space();
+    if scan.pos != body.len() {
+        return None;
+    }
+    Some(TransferRequest {
+        from,
+        timeout_s: timeout_s?,
+        queues: queues?,
+    })
+}
+
+/// The cursor of [`parse_canonical`]. Every method skips white space first.
+struct Scan<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn skip_space(&mut self) {
+        while matches!(self.input.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.input.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.pos += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    /// A string without escapes, as its bytes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let rest = &self.input[self.pos..];
+        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        self.pos += end + 1;
+        Some(&rest[..end])
+    }
+
+    /// A number as the JSON reader's grammar has it (`-?D+(.D+)?([eE][+-]?D+)?`), as a float
+    /// (an integer converts, as `Value::as_float` does).
+    fn number(&mut self) -> Option<f64> {
+        self.skip_space();
+        let start = self.pos;
+        let digits = |scan: &mut Scan<'_>| {
+            let first = scan.pos;
+            while matches!(scan.input.get(scan.pos), Some(b'0'..=b'9')) {
+                scan.pos += 1;
+            }
+            (scan.pos > first).then_some(())
+        };
+        if self.input.get(self.pos) == Some(&b'-') {
+            self.pos += 1;
+        }
+        digits(self)?;
+        let mut integer = true;
+        if self.input.get(self.pos) == Some(&b'.') {
+            integer = false;
+            self.pos += 1;
+            digits(self)?;
+        }
+        if matches!(self.input.get(self.pos), Some(b'e' | b'E')) {
+            integer = false;
+            self.pos += 1;
+            if matches!(self.input.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            digits(self)?;
+        }
+        let text = std::str::from_utf8(&self.input[start..self.pos]).ok()?;
+        // As the reader: an integer that fits an i64 converts from it (so `-0` is 0.0), a
+        // larger one or a float is read as a float.
+        match text.parse::<i64>() {
+            Ok(n) if integer => Some(n as f64),
+            _ => text.parse().ok(),
+        }
+    }
+}
+
 /// Percent-encodes one path segment with the path-safe set of OCaml's `Uri` (unreserved
 /// characters, sub-delims, `:` and `@`); every other byte, including `/` and `%`, becomes
 /// `%XX`.
@@ -400,6 +576,31 @@ pub fn decode_segment(segment: &[u8]) -> Vec<u8> {
         index += 1;
     }
     out
+}
+
+/// Most segments a path split on the stack may have ([`plain_segments`]); a request path
+/// has at most five.
+const PLAIN_SEGMENTS_MAX: usize = 8;
+
+/// Splits `path` on `/` into `segments` when no segment needs decoding or dot-segment
+/// removal (no `%`, no `.` or `..` segment) and there are at most [`PLAIN_SEGMENTS_MAX`];
+/// returns their count. Such a path's decoded segments are its raw ones.
+fn plain_segments<'a>(
+    path: &'a str,
+    segments: &mut [&'a str; PLAIN_SEGMENTS_MAX],
+) -> Option<usize> {
+    if path.contains('%') {
+        return None;
+    }
+    let mut count = 0;
+    for piece in path.split('/') {
+        if count == PLAIN_SEGMENTS_MAX || piece == "." || piece == ".." {
+            return None;
+        }
+        segments[count] = piece;
+        count += 1;
+    }
+    Some(count)
 }
 
 /// A path split on `/` with empty segments kept and dot segments removed (RFC 3986 §5.2.4,
@@ -483,6 +684,106 @@ fn float_segment(segment: &[u8]) -> Result<f64, RouteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The stack-split path routes exactly as the general one, for paths that take it.
+        #[test]
+        fn plain_paths_route_as_the_general_way(
+            method in prop_oneof![Just("GET"), Just("POST")],
+            path in "(/(persistent|transient|request|response|ack|list|alive|trace|login|\\.|\\.\\.|[a-z0-9:._-]{0,4})){0,9}/?",
+            body in "[a-z0-9{}\\[\\]\",:]{0,12}",
+        ) {
+            let body = Bytes::from(body);
+            let mut segments = [""; PLAIN_SEGMENTS_MAX];
+            if plain_segments(&path, &mut segments).is_some() {
+                prop_assert_eq!(
+                    Request::route(method, &path, body.clone()),
+                    Request::route_general(method, &path, body)
+                );
+            }
+        }
+
+        /// The Transfer fast path reads a body exactly as the JSON reader, or leaves it to it.
+        #[test]
+        fn canonical_transfer_bodies_read_as_the_general_way(
+            from in prop::option::of(prop_oneof![
+                Just("\"17\"".to_owned()), Just("\"x\"".to_owned()), Just("null".to_owned()),
+                "\"-?[0-9]{0,20}\"",
+            ]),
+            timeout in prop::option::of(prop_oneof![
+                Just("-0".to_owned()), Just("\"5\"".to_owned()), Just("NaN".to_owned()),
+                "-?[0-9]{1,20}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})?",
+            ]),
+            queues in prop::option::of(prop::collection::vec("[a-z\\\\\"]{0,3}", 0..3)),
+            extra in prop::option::of(prop_oneof![
+                Just("\"x\":1".to_owned()), Just("\"FROM\":\"1\"".to_owned()),
+                Just("\"timeout\":2".to_owned()),
+            ]),
+            order in 0usize..6,
+            space in prop_oneof![Just(""), Just(" "), Just("\n")],
+            trailing in prop_oneof![Just(""), Just(" "), Just(","), Just("x")],
+        ) {
+            let mut members: Vec<String> = Vec::new();
+            if let Some(from) = from { members.push(format!("\"from\"{space}:{space}{from}")); }
+            if let Some(timeout) = timeout { members.push(format!("\"timeout\":{space}{timeout}")); }
+            if let Some(queues) = queues {
+                let names: Vec<String> = queues.iter().map(|q| format!("\"{q}\"")).collect();
+                members.push(format!("\"queues\":[{}]", names.join(&format!(",{space}"))));
+            }
+            let count = members.len().max(1);
+            members.rotate_left(order % count);
+            if order % 2 == 1 { members.reverse(); }
+            let slots = members.len() + 1;
+            if let Some(extra) = extra { members.insert(order % slots, extra); }
+            let body = format!("{space}{{{}}}{trailing}", members.join(&format!("{space},")));
+            let general = TransferRequest::parse_general(body.as_bytes());
+            match parse_canonical(body.as_bytes()) {
+                Some(fast) => {
+                    prop_assert_eq!(Ok(&fast), general.as_ref(), "body {}", body);
+                    prop_assert_eq!(fast.timeout_s.to_bits(), general.unwrap().timeout_s.to_bits());
+                }
+                // Anything the general reader accepts without escapes, other keys, quoted or
+                // special numbers, or an odd trailer, the fast path must take too.
+                None => prop_assert!(
+                    general.is_err() || body.contains('\\') || body.contains("\"x\"")
+                        || body.contains("FROM") || body.contains("\"5\"") || body.contains("NaN")
+                        || body.matches("timeout").count() > 1,
+                    "fast path refused {}", body
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_clients_transfer_bodies_take_the_fast_path() {
+        for body in [
+            &br#"{"from":"17","timeout":30.0,"queues":["q"]}"#[..],
+            br#"{"timeout":5,"queues":[]}"#,
+            br#" { "queues" : ["a", "b"] , "timeout" : 1e3 } "#,
+        ] {
+            let fast = parse_canonical(body).expect("fast path");
+            assert_eq!(Ok(fast), TransferRequest::parse_general(body));
+        }
+        for body in [
+            &br#"{"from":"17","timeout":30.0,"queues":["q"],"from":"18"}"#[..],
+            br#"{"FROM":"17","timeout":30.0,"queues":["q"]}"#,
+            br#"{"timeout":"5","queues":[]}"#,
+            br#"{"timeout":5,"queues":["a\u0041"]}"#,
+            br#"{"timeout":5,"queues":[]} // comment"#,
+            br#"{"timeout":NaN,"queues":[]}"#,
+            br#"{"timeout":5}"#,
+        ] {
+            assert_eq!(
+                parse_canonical(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     fn get(path: &str) -> Result<Request, RouteError> {
         Request::route("GET", path, Bytes::new())

@@ -12,6 +12,7 @@ use super::admission::Admission;
 use super::client::ClientId;
 use super::durable::Durability;
 use super::fairness::FairQueue;
+use super::id_hash::IdHash;
 use super::inspection::Inspection;
 use crate::engine::{ConnectionId, Engine, EngineStats, Output, RequestId, Timestamp};
 use crate::protocol::{Reply, Request};
@@ -75,11 +76,11 @@ pub(crate) struct Driver {
     engine: Engine,
     clock: Clock,
     commands: mpsc::Receiver<Command>,
-    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>)>,
+    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>), IdHash>,
     /// The requests each connection has in flight (hyper serves one at a time per connection,
     /// so these stay tiny); used to forget them when the connection closes. A connection's
     /// entry stays, empty, until it disconnects, so that its next request allocates nothing.
-    pending_by_connection: HashMap<ConnectionId, Vec<RequestId>>,
+    pending_by_connection: HashMap<ConnectionId, Vec<RequestId>, IdHash>,
     next_request: u64,
     shutdown: watch::Sender<bool>,
     /// The journal, when the switch is durable.
@@ -87,7 +88,7 @@ pub(crate) struct Driver {
     /// The engine's commands waiting for their client's turn (`fairness`).
     waiting: FairQueue<Command>,
     /// The client of each open connection, whose turns its commands wait for.
-    client_of: HashMap<ConnectionId, ClientId>,
+    client_of: HashMap<ConnectionId, ClientId, IdHash>,
     /// Where the clients' turns cut short are counted, for `/metrics` and the console.
     admission: Arc<Admission>,
 }
@@ -105,13 +106,13 @@ impl Driver {
             engine,
             clock,
             commands,
-            pending: HashMap::new(),
-            pending_by_connection: HashMap::new(),
+            pending: HashMap::default(),
+            pending_by_connection: HashMap::default(),
             next_request: 0,
             shutdown,
             durability,
             waiting: FairQueue::default(),
-            client_of: HashMap::new(),
+            client_of: HashMap::default(),
             admission,
         }
     }

@@ -2,12 +2,14 @@
 //! resulting command to the driver and encodes its reply. No business rules live here.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::server::conn::http1;
@@ -22,6 +24,7 @@ use super::client::ClientId;
 use super::driver::Command;
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
+use super::shutdown_signal::Stopping;
 use super::transfer_body::TransferBody;
 use super::{web, Shared};
 use crate::engine::ConnectionId;
@@ -127,11 +130,7 @@ where
         .auto_date_header(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut shutdown = shared.shutdown.clone();
-    let stopping = async move {
-        // The guard `wait_for` returns must not live across the await below.
-        let _ = shutdown.wait_for(|stopping| *stopping).await.is_ok();
-    };
+    let stopping = Stopping::new(&shared.shutdown);
     let result = tokio::select! {
         biased;
         result = conn.as_mut() => result,
@@ -340,34 +339,78 @@ async fn read_body(
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
-    let collect = Limited::new(body, limit).collect();
-    let collected = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, collect).await {
-            Ok(collected) => collected,
-            Err(_) => {
-                let mut response = text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body not received within {} s",
-                        timeout.as_secs_f64()
-                    ),
-                );
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-                return Err(response);
-            }
+    let collect = collect_limited(body, limit);
+    tokio::pin!(collect);
+    // A body that is already in hyper's buffer (nearly all: they are small) is collected on
+    // the first poll; only one still arriving needs the timer, which costs a clock reading and
+    // a timer entry per request.
+    let collected = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, collect).await {
+                Ok(collected) => collected,
+                Err(_) => {
+                    let mut response = text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "request body not received within {} s",
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return Err(response);
+                }
+            },
+            None => collect.await,
         },
-        None => collect.await,
     };
     match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(text(
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge) => Err(too_large()),
+        Err(BodyError::Read(error)) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {error}"),
         )),
     }
+}
+
+/// Why a request body could not be collected.
+enum BodyError {
+    /// More than the limit arrived.
+    TooLarge,
+    /// The connection failed while the body arrived.
+    Read(hyper::Error),
+}
+
+/// The whole body, refusing more than `limit` bytes. A body of one data frame (any body hyper
+/// had whole in its buffer, that is nearly all) is that frame itself: no allocation and no
+/// copy, where a general collector keeps a list of frames and joins it. Trailers are ignored.
+async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if let Some(joined) = &mut joined {
+            joined.extend_from_slice(&data);
+        } else if let Some(head) = &first {
+            let mut both = BytesMut::with_capacity(total);
+            both.extend_from_slice(head);
+            both.extend_from_slice(&data);
+            joined = Some(both);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
 fn encode(reply: &Reply) -> Response<Full<Bytes>> {

@@ -19,10 +19,12 @@ mod durable;
 mod fairness;
 mod head_timeout;
 mod http;
+mod id_hash;
 mod inspection;
 mod metrics;
 mod runtime;
 mod sampler;
+mod shutdown_signal;
 mod transfer_body;
 mod web;
 

@@ -107,6 +107,12 @@ impl Drop for ChildProcess {
 /// CPU time (user + system, all threads, including exited ones) of process `pid`, from
 /// fields 14 and 15 of `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// [`cpu_time`]'s user and system parts (fields 14 and 15 of `/proc/PID/stat`), apart.
+pub fn cpu_split(pid: u32) -> Result<(Duration, Duration)> {
     let dir = format!("/proc/{pid}");
     let stat = std::fs::read_to_string(format!("{dir}/stat"))
         .with_context(|| format!("cannot read {dir}/stat"))?;
@@ -117,17 +123,17 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
         .map(|end| &stat[end + 1..])
         .ok_or_else(|| anyhow!("malformed {dir}/stat"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |index: usize| -> Result<u64> {
-        fields
+    let ticks = |index: usize| -> Result<Duration> {
+        let ticks: u64 = fields
             .get(index)
             .and_then(|field| field.parse().ok())
-            .ok_or_else(|| anyhow!("malformed {dir}/stat"))
+            .ok_or_else(|| anyhow!("malformed {dir}/stat"))?;
+        let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(clock_ticks_per_second());
+        Ok(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
     };
-    let (utime, stime) = (ticks(14 - 3)?, ticks(15 - 3)?);
-    let nanos = u128::from(utime + stime) * 1_000_000_000 / u128::from(clock_ticks_per_second());
-    Ok(Duration::from_nanos(
-        u64::try_from(nanos).unwrap_or(u64::MAX),
-    ))
+    Ok((ticks(14 - 3)?, ticks(15 - 3)?))
 }
 
 /// CPU time of the calling thread alone, in ns from `/proc/thread-self/schedstat` (its

@@ -23,6 +23,7 @@ mod child;
 mod echo;
 mod fsync;
 mod measure;
+mod original;
 mod pattern;
 mod probe;
 mod report;
@@ -123,6 +124,21 @@ struct Args {
     /// Which abuse scenarios to run (numbers 1-6 of docs/reliability.md). Default: all.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     abuse_scenarios: Vec<u8>,
+
+    /// The original OCaml switch's build, for the `original-pairs` cell: a directory with a
+    /// `BUILT` file of `name=path` lines (or the executables themselves). Default: the
+    /// `MESSAGE_SWITCH_ORIGINAL_DIR` environment variable; without either the cell is
+    /// skipped.
+    #[arg(long, value_name = "DIR")]
+    original_dir: Option<PathBuf>,
+
+    /// Seconds each run of the original's client lasts (its `-secs`). Default: 2 windows.
+    #[arg(long, value_name = "SECONDS")]
+    original_secs: Option<f64>,
+
+    /// Rounds of the `original-pairs` cell (each runs every pair against both switches).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    original_rounds: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +172,9 @@ pub enum Section {
     Memory,
     /// Hostile and overloaded clients (not run by default: `--only abuse`).
     Abuse,
+    /// The original's own RPC pairs against our switch and the OCaml switch (skipped when
+    /// the original is not built: `--original-dir`).
+    OriginalPairs,
 }
 
 /// How the load generator reaches a server.
@@ -227,6 +246,12 @@ pub struct Plan {
     pub abuse_scale: f64,
     /// Abuse scenarios to run (all if empty).
     pub abuse_scenarios: Vec<u8>,
+    /// Where the original's build is, if given.
+    pub original_dir: Option<PathBuf>,
+    /// Seconds of each run of the original's client.
+    pub original_seconds: f64,
+    /// Rounds of the original-pairs cell.
+    pub original_rounds: usize,
 }
 
 impl Plan {
@@ -280,6 +305,7 @@ fn plan(args: &Args) -> Plan {
     } else {
         (0.5, 2.0, 1_000_000)
     };
+    let window = args.window.unwrap_or(window);
     let sections = if args.only.is_empty() {
         vec![
             Section::Floor,
@@ -288,6 +314,7 @@ fn plan(args: &Args) -> Plan {
             Section::Fanout,
             Section::Idle,
             Section::Memory,
+            Section::OriginalPairs,
         ]
     } else {
         args.only.clone()
@@ -295,7 +322,7 @@ fn plan(args: &Args) -> Plan {
     Plan {
         timing: Timing {
             warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warmup)),
-            window: Duration::from_secs_f64(args.window.unwrap_or(window)),
+            window: Duration::from_secs_f64(window),
         },
         quick: args.quick,
         sections,
@@ -310,6 +337,9 @@ fn plan(args: &Args) -> Plan {
         compaction_bytes_min: args.compaction_bytes_min,
         abuse_scale: args.abuse_scale,
         abuse_scenarios: args.abuse_scenarios.clone(),
+        original_dir: args.original_dir.clone(),
+        original_seconds: args.original_secs.unwrap_or(window * 2.0).max(0.5),
+        original_rounds: args.original_rounds.max(1),
     }
 }
 
@@ -393,6 +423,17 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
         report.memory =
             Some(scale::memory(connector, &switch, plan.messages, MEMORY_SENDERS).await?);
         stop_switch(switch).await?;
+    }
+    if plan.has(Section::OriginalPairs) {
+        report.original = Some(match original::locate(plan.original_dir.as_deref()) {
+            Ok(found) => original::Outcome::Runs(
+                original::run(&found, switch_binary, &plan, &scratch).await?,
+            ),
+            Err(reason) => {
+                progress(&format!("original pairs: skipped: {reason}"));
+                original::Outcome::Skipped(reason)
+            }
+        });
     }
     if plan.has(Section::Abuse) {
         let abuse = abuse::run(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::child::load_average;
 use crate::fsync::Syncs;
 use crate::measure::{Latencies, Throughput};
+use crate::original;
 use crate::scale::{Fanout, IdleCost, Memory};
 use crate::{Key, Plan, Section, Storage, Transport};
 
@@ -19,6 +20,11 @@ const REAL_CPU_TARGET_US: f64 = 60.0;
 /// NATS's broker CPU per request/reply at 16 callers on the same machine (issue 14), in µs:
 /// the target for the RPC cells at concurrency 16.
 const NATS_CPU_US: f64 = 27.0;
+
+/// Switch CPU per HTTP exchange ÷ the echo's per round trip that issue 20 asks for at 16
+/// callers, and at one caller (no worse than before the issue: 1.06).
+const EXCHANGE_RATIO_BUSY: f64 = 1.3;
+const EXCHANGE_RATIO_IDLE: f64 = 1.06;
 
 /// fdatasync latencies a durable RPC at one caller may add to the in-memory p50: two syncs
 /// are on its critical path (the request's and the response's), plus a margin.
@@ -45,6 +51,8 @@ pub struct Report {
     pub idle: Option<IdleCost>,
     /// The memory figure.
     pub memory: Option<Memory>,
+    /// The original's RPC pairs (`original-pairs`), run or skipped.
+    pub original: Option<original::Outcome>,
 }
 
 impl Report {
@@ -62,6 +70,7 @@ impl Report {
             fanout: None,
             idle: None,
             memory: None,
+            original: None,
         }
     }
 
@@ -98,7 +107,11 @@ impl Report {
         if let Some(memory) = &self.memory {
             memory_table(&mut out, memory);
         }
+        if let Some(outcome) = &self.original {
+            original::render(&mut out, outcome);
+        }
         self.targets(&mut out);
+        self.exchange_targets(&mut out);
         out
     }
 
@@ -520,21 +533,70 @@ impl Report {
                 overhead <= 300.0,
             ));
         }
-        if rows.is_empty() {
-            return;
-        }
-        let _ = writeln!(
+        target_table(
             out,
-            "## Targets (issue 14; the last three from issue 6), with {threads} runtime \
-             thread(s)\n"
+            &format!(
+                "Targets (issue 14; the last three from issue 6), with {threads} runtime \
+                 thread(s)"
+            ),
+            rows,
         );
-        let _ = writeln!(out, "| target | measured | goal | met |");
-        let _ = writeln!(out, "|---|---:|---:|---|");
-        for (what, measured, goal, met) in rows {
-            let met = if met { "yes" } else { "**no**" };
-            let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
+    }
+
+    /// Issue 20's targets on the cost of an exchange: the switch's CPU per HTTP exchange
+    /// against the echo's per round trip (same concurrency and threads, in memory), and the
+    /// original's Unix pair against the OCaml switch.
+    fn exchange_targets(&self, out: &mut String) {
+        let threads = self.plan.threads();
+        let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+        let cells = [
+            ("RPC", &self.rpc, 16, EXCHANGE_RATIO_BUSY),
+            ("real pattern", &self.real, 16, EXCHANGE_RATIO_BUSY),
+            ("real pattern", &self.real, 1, EXCHANGE_RATIO_IDLE),
+        ];
+        for (name, cells, concurrency, goal) in cells {
+            let key = Key {
+                threads,
+                ..self.key(concurrency)
+            };
+            let Some((_, cell)) = cells.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let (Some(exchange), Some(floor)) = (per_exchange(cell), self.floor_of(&key)) else {
+                continue;
+            };
+            let ratio = ratio_value(exchange, floor.server_cpu_per_operation());
+            rows.push((
+                format!(
+                    "{name}, {concurrency} caller(s), Unix, in memory: switch CPU per exchange \
+                     ({} µs) ÷ echo per round trip ({} µs)",
+                    micros(exchange),
+                    micros(floor.server_cpu_per_operation())
+                ),
+                format!("{ratio:.2}"),
+                format!("≤ {goal}"),
+                ratio <= goal,
+            ));
         }
-        out.push('\n');
+        if let Some(original::Outcome::Runs(runs)) = &self.original {
+            if let Some(ratio) = original::cpu_ratio(runs, original::Pair::Unix) {
+                rows.push((
+                    "the original's Unix RPC pair: our switch's CPU per RPC ÷ the OCaml \
+                     switch's"
+                        .into(),
+                    format!("{ratio:.2}"),
+                    format!("≤ {}", original::CPU_RATIO_TARGET),
+                    ratio <= original::CPU_RATIO_TARGET,
+                ));
+            }
+        }
+        target_table(
+            out,
+            &format!(
+                "Targets (issue 20: the cost of an exchange), with {threads} runtime thread(s)"
+            ),
+            rows,
+        );
     }
 
     fn real_targets(&self, threads: u16, rows: &mut Vec<(String, String, String, bool)>) {
@@ -664,6 +726,21 @@ impl Report {
             .find(|(k, _)| *k == floor_key)
             .map(|(_, floor)| floor)
     }
+}
+
+/// A table of targets under `heading` (nothing without rows): what, measured, goal, met.
+fn target_table(out: &mut String, heading: &str, rows: Vec<(String, String, String, bool)>) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## {heading}\n");
+    let _ = writeln!(out, "| target | measured | goal | met |");
+    let _ = writeln!(out, "|---|---:|---:|---|");
+    for (what, measured, goal, met) in rows {
+        let met = if met { "yes" } else { "**no**" };
+        let _ = writeln!(out, "| {what} | {measured} | {goal} | {met} |");
+    }
+    out.push('\n');
 }
 
 /// Every `fdatasync` the probes timed.
