@@ -940,7 +940,8 @@ fn pressure_times(facts: &Facts) -> Vec<u64> {
             } => times.push(event.t_us),
             What::Probe(probe) => {
                 let hits = probe.stats.limits_hit;
-                let shared = hits.queues + hits.queue_messages + hits.stored_bytes;
+                let shared =
+                    hits.queues + hits.queue_messages + hits.queue_bytes + hits.stored_bytes;
                 if previous.insert(probe.epoch, shared).unwrap_or(0) < shared {
                     times.push(event.t_us);
                 }
