@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::engine;
-use crate::server::Config;
+use crate::server::{ClientLimits, Config};
 use crate::store;
 
 /// The `clap::Command` of `message-switch`, as the binary parses it (for man pages,
@@ -107,6 +107,22 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Config::default().connections_max)]
     pub connections_max: usize,
 
+    /// Most connections one client may have open at once (a client is a process on the Unix
+    /// socket, an IP address on TCP); further ones get 429 and are closed.
+    #[arg(long, value_name = "N", default_value_t = ClientLimits::default().connections_max)]
+    pub client_connections_max: usize,
+
+    /// New connections per second one client may sustain after its burst: faster ones are
+    /// held back (up to a second), then refused with 429. 0: no limit.
+    #[arg(long, value_name = "RATE", default_value_t = ClientLimits::default().connects_per_second)]
+    pub client_connects_per_second: f64,
+
+    /// New connections one client may open at once before --client-connects-per-second
+    /// applies.
+    #[arg(long, value_name = "N", default_value_t = ClientLimits::default().connect_burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_connect_burst: u32,
+
     /// Seconds a connection may take to send a request head once it has started one (and
     /// then its body); slower ones are closed. Idle connections are never timed out. 0: no
     /// limit.
@@ -160,6 +176,10 @@ impl Args {
         if !(self.wait_timeout_max.is_finite() && self.wait_timeout_max >= 0.0) {
             return Err("--wait-timeout-max must be a non-negative number of seconds".into());
         }
+        if !(self.client_connects_per_second.is_finite() && self.client_connects_per_second >= 0.0)
+        {
+            return Err("--client-connects-per-second must be a non-negative number".into());
+        }
         if !(self.compaction_ratio.is_finite() && self.compaction_ratio >= 0.0) {
             return Err("--compaction-ratio must be a non-negative number".into());
         }
@@ -185,6 +205,11 @@ impl Args {
             },
             body_bytes_max: self.body_bytes_max,
             connections_max: self.connections_max,
+            client_limits: ClientLimits {
+                connections_max: self.client_connections_max,
+                connects_per_second: self.client_connects_per_second,
+                connect_burst: self.client_connect_burst,
+            },
             request_head_timeout: (self.request_head_timeout > 0.0)
                 .then(|| Duration::from_secs_f64(self.request_head_timeout)),
             metrics_queues_max: self.metrics_queues_max,

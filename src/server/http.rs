@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+use super::admission::{most_troubled, Admit, REFUSAL_LOG_INTERVAL};
+use super::client::ClientId;
 use super::driver::Command;
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
@@ -26,6 +28,10 @@ use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, RouteError};
 use crate::store::StatsHandle;
 
+/// Most clients given their own series in `/metrics` (the most refused or held back first,
+/// then those with the most connections), to bound label cardinality.
+const METRICS_CLIENTS_MAX: usize = 50;
+
 /// The reference's body for a request that failed while being handled (cohttp's text).
 const INTERNAL_ERROR: &str = "Error: Internal Server Error";
 
@@ -33,16 +39,48 @@ const INTERNAL_ERROR: &str = "Error: Internal Server Error";
 /// its 429: it holds a descriptor and a slot of nothing useful.
 const OVER_LIMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one accepted connection until the peer closes it or the switch shuts down, then
-/// tells the driver, which cleans up the connection's session.
-pub(crate) async fn serve_connection<Io>(shared: Arc<Shared>, io: Io)
+/// Serves one accepted connection of `client` until the peer closes it or the switch shuts
+/// down, then tells the driver, which cleans up the connection's session. A connection over
+/// the switch-wide or the client's limits gets a 429 and is closed; one over its client's
+/// rate is first held back (not read) until its turn.
+pub(crate) async fn serve_connection<Io>(shared: Arc<Shared>, io: Io, client: ClientId)
 where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let connection = ConnectionId(shared.next_connection.fetch_add(1, Ordering::Relaxed));
     let open = shared.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _open_guard = OpenGuard(shared.clone());
-    let over_limit = open > shared.config.connections_max;
+    let (_ticket, refusal) = if open > shared.config.connections_max {
+        let refusal = format!(
+            "too many open connections (limit {})",
+            shared.config.connections_max
+        );
+        (None, Some(refusal))
+    } else {
+        match shared.admission.admit(client, tokio::time::Instant::now()) {
+            Admit::Serve { ticket, hold } => {
+                if !hold.is_zero() && !wait_unless_stopping(&shared, hold).await {
+                    return;
+                }
+                (Some(ticket), None)
+            }
+            Admit::Refuse { refusal, log } => {
+                let limits = shared.admission.limits();
+                if let Some(refused) = log {
+                    tracing::warn!(
+                        %client,
+                        reason = refusal.label(),
+                        refused,
+                        "refused connections over the per-client limits (this client's last; \
+                         logged at most every {} s, see /metrics for each client)",
+                        REFUSAL_LOG_INTERVAL.as_secs()
+                    );
+                }
+                (None, Some(refusal.message(client, limits)))
+            }
+        }
+    };
+    let over_limit = refusal.is_some();
     if !over_limit
         && shared
             .commands
@@ -65,12 +103,14 @@ where
     };
     let io = HeadTimeoutIo::new(io, head_timeout, tracker.clone(), over_limit);
     let service_shared = shared.clone();
+    let refusal: Option<Arc<str>> = refusal.map(Arc::from);
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
+        let refusal = refusal.clone();
         // The head is complete: stop its timer until this request has been answered.
         let serving = Serving::start(&tracker);
         async move {
-            let response = handle(shared, connection, over_limit, request).await;
+            let response = handle(shared, connection, refusal.as_deref(), request).await;
             drop(serving);
             Ok::<_, Infallible>(response)
         }
@@ -120,20 +160,25 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Waits `hold`, or less if the switch begins shutting down: whether the wait ran out.
+async fn wait_unless_stopping(shared: &Shared, hold: Duration) -> bool {
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stopping| *stopping) => false,
+        () = tokio::time::sleep(hold) => true,
+    }
+}
+
+/// Answers one request: with 429 and `refusal` on a connection over a limit.
 async fn handle(
     shared: Arc<Shared>,
     connection: ConnectionId,
-    over_limit: bool,
+    refusal: Option<&str>,
     request: hyper::Request<Incoming>,
 ) -> Response<Either<Full<Bytes>, TransferBody>> {
-    if over_limit {
-        let mut response = text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many open connections (limit {})",
-                shared.config.connections_max
-            ),
-        );
+    if let Some(refusal) = refusal {
+        let mut response = text(StatusCode::TOO_MANY_REQUESTS, refusal.to_owned());
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -244,11 +289,13 @@ async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
         );
     };
     let journal = shared.journal_stats.as_ref().map(StatsHandle::get);
+    let clients = most_troubled(shared.admission.counts(), METRICS_CLIENTS_MAX);
     let body = metrics::render(
         &inspection,
         &shared.http_metrics,
         shared.sync_latency.as_deref().zip(journal.as_ref()),
         shared.config.engine.trace_bytes_max,
+        &clients,
     );
     web::typed(
         StatusCode::OK,

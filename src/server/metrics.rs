@@ -12,6 +12,8 @@ use std::time::Duration;
 use crate::protocol::Request;
 use crate::store::JournalStats;
 
+use super::admission::{ClientCounts, Refusal};
+use super::client::ClientId;
 use super::driver::Inspection;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -162,6 +164,7 @@ pub(crate) fn render(
     http: &HttpMetrics,
     durability: Option<(&Histogram, &JournalStats)>,
     trace_bytes_max: usize,
+    clients: &[(ClientId, ClientCounts)],
 ) -> String {
     let mut out = String::with_capacity(4096 + inspection.queues.len() * 200);
     let stats = &inspection.stats;
@@ -313,7 +316,89 @@ pub(crate) fn render(
         );
         histogram.render(&mut out, "message_switch_fsync_duration_seconds", "");
     }
+    client_series(&mut out, clients);
     out
+}
+
+/// The per-client connection counters: who is held back or refused by the per-client
+/// limits, and why. `clients` are the ones to list (the caller bounds and ranks them).
+fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
+    let label = |client: &ClientId| format!("client=\"{}\"", escape_label(&client.to_string()));
+    header(
+        out,
+        "message_switch_client_connections",
+        "gauge",
+        "Open connections of a client (a process on the Unix socket, an IP address on TCP).",
+    );
+    for (client, counts) in clients {
+        let _ = writeln!(
+            out,
+            "message_switch_client_connections{{{}}} {}",
+            label(client),
+            counts.open
+        );
+    }
+    header(
+        out,
+        "message_switch_client_connections_accepted_total",
+        "counter",
+        "Connections of a client accepted and served.",
+    );
+    for (client, counts) in clients {
+        let _ = writeln!(
+            out,
+            "message_switch_client_connections_accepted_total{{{}}} {}",
+            label(client),
+            counts.accepted
+        );
+    }
+    header(
+        out,
+        "message_switch_client_connections_held_total",
+        "counter",
+        "Connections of a client held back (not read) because it opened them faster than --client-connects-per-second.",
+    );
+    for (client, counts) in clients {
+        let _ = writeln!(
+            out,
+            "message_switch_client_connections_held_total{{{}}} {}",
+            label(client),
+            counts.held
+        );
+    }
+    header(
+        out,
+        "message_switch_client_connections_held_seconds_total",
+        "counter",
+        "Time a client's connections spent held back.",
+    );
+    for (client, counts) in clients {
+        let _ = writeln!(
+            out,
+            "message_switch_client_connections_held_seconds_total{{{}}} {}",
+            label(client),
+            counts.held_time.as_secs_f64()
+        );
+    }
+    header(
+        out,
+        "message_switch_client_connections_refused_total",
+        "counter",
+        "Connections of a client refused with 429, by reason: connections (over --client-connections-max) or rate (over --client-connects-per-second past its hold).",
+    );
+    for (client, counts) in clients {
+        for (reason, count) in [
+            (Refusal::TooManyOpen, counts.refused_open),
+            (Refusal::TooFast, counts.refused_rate),
+        ] {
+            let _ = writeln!(
+                out,
+                "message_switch_client_connections_refused_total{{{},reason=\"{}\"}} {count}",
+                label(client),
+                reason.label()
+            );
+        }
+    }
 }
 
 /// The journal's own counters: what durability costs in disk operations, and compaction.

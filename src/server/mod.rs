@@ -11,6 +11,8 @@
 //! configuration supplies the start time.
 
 mod accept;
+mod admission;
+mod client;
 mod driver;
 mod durable;
 mod head_timeout;
@@ -21,6 +23,8 @@ mod sampler;
 mod transfer_body;
 mod web;
 
+pub use admission::ClientLimits;
+pub use client::ClientId;
 pub use metrics::Histogram;
 pub use runtime::runtime;
 pub use sampler::SamplerConfig;
@@ -51,6 +55,8 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Most connections open at once; further ones get 429 and are closed.
     pub connections_max: usize,
+    /// The limits on each client's connections (how many open, how fast new ones).
+    pub client_limits: ClientLimits,
     /// How long a connection may take to send a request head once it has begun one (and then
     /// its body); past it the connection is closed (a body too slow gets 408 first). Idle
     /// connections between requests are never timed out: sessions live on them. `None`: no
@@ -79,6 +85,7 @@ impl Default for Config {
             engine: engine::Config::default(),
             body_bytes_max: 64 << 20,
             connections_max: 10_000,
+            client_limits: ClientLimits::default(),
             // Generous for any real client (a head is a few hundred bytes), short enough that
             // slow-header clients cannot pin connections for long.
             request_head_timeout: Some(Duration::from_secs(120)),
@@ -99,6 +106,13 @@ pub trait Listener: Send + 'static {
 
     /// Waits for the next connection.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+
+    /// The client at the other end of `io`, which the per-client limits and the fair
+    /// scheduling count by. By default a listener cannot tell its peers apart.
+    fn client(io: &Self::Io) -> ClientId {
+        let _ = io;
+        ClientId::Unidentified
+    }
 }
 
 impl Listener for TcpListener {
@@ -110,6 +124,11 @@ impl Listener for TcpListener {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+
+    fn client(io: &Self::Io) -> ClientId {
+        io.peer_addr()
+            .map_or(ClientId::Unidentified, ClientId::of_tcp)
+    }
 }
 
 impl Listener for UnixListener {
@@ -117,6 +136,10 @@ impl Listener for UnixListener {
 
     async fn accept(&mut self) -> io::Result<Self::Io> {
         UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn client(io: &Self::Io) -> ClientId {
+        ClientId::of_unix(io)
     }
 }
 
@@ -137,6 +160,8 @@ pub(crate) struct Shared {
     /// Notified when the last connection or the last listener closes.
     all_closed: Notify,
     http_metrics: metrics::HttpMetrics,
+    /// Each client's open connections, rate bucket and refusal counts.
+    admission: Arc<admission::Admission>,
     /// Journal sync latencies, when the switch is durable.
     sync_latency: Option<Arc<Histogram>>,
     /// The journal's counters, when the switch is durable.
@@ -217,6 +242,7 @@ impl Switch {
         );
         tokio::spawn(driver.run());
         let samples = sampler::spawn(config.sampler.clone(), &commands, shutdown.clone());
+        let admission = admission::Admission::new(config.client_limits);
         Switch {
             shared: Arc::new(Shared {
                 config,
@@ -227,6 +253,7 @@ impl Switch {
                 open_listeners: AtomicUsize::new(0),
                 all_closed: Notify::new(),
                 http_metrics: metrics::HttpMetrics::default(),
+                admission,
                 sync_latency,
                 journal_stats,
                 samples,
@@ -253,7 +280,8 @@ impl Switch {
                             if let Some(failures) = backoff.accepted() {
                                 tracing::warn!(failures, "accepting connections again");
                             }
-                            tokio::spawn(http::serve_connection(shared.clone(), io));
+                            let client = L::client(&io);
+                            tokio::spawn(http::serve_connection(shared.clone(), io, client));
                         }
                         Err(error) => {
                             let (pause, log) = backoff.failed(tokio::time::Instant::now());

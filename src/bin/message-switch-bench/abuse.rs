@@ -109,7 +109,7 @@ pub async fn run(binary: &Path, scratch: &ScratchDir, scale: Scale, only: &[u8])
         outcomes.push(slow_headers(binary, scratch, scale).await?);
     }
     if wanted(4) {
-        outcomes.push(churn(binary, scratch, scale).await?);
+        outcomes.extend(churn(binary, scratch, scale).await?);
     }
     if wanted(5) {
         outcomes.push(descriptors(binary, scratch, scale).await?);
@@ -634,28 +634,78 @@ async fn slow_headers(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resu
     Ok(outcome)
 }
 
-/// Scenario 4: Connect, log in, create a transient queue, close: the switch must return to its
-/// baseline.
-async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
+/// Scenario 4: Connect, log in, create a transient queue, close, on 64 connections at once:
+/// the pair must not notice, and the switch must return to its baseline.
+///
+/// The churner connects over TCP and the pair over the Unix socket, so the switch sees them
+/// as two clients (`ip=127.0.0.1` and this process), as it would a monitoring script on the
+/// network or in another process. Run twice: with the switch's default per-client limits
+/// (the churner is held back to its connection rate) and with the rate limit off
+/// (`--client-connects-per-second 0`: only the fair scheduling protects the pair).
+async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
+    for (name, args) in [
+        ("4 churn", &[][..]),
+        (
+            "4 churn, no rate limit",
+            &["--client-connects-per-second", "0"][..],
+        ),
+    ] {
+        outcomes.push(churn_with(binary, scratch, scale, name, args).await?);
+    }
+    Ok(outcomes)
+}
+
+async fn churn_with(
+    binary: &Path,
+    scratch: &ScratchDir,
+    scale: Scale,
+    name: &'static str,
+    args: &[&str],
+) -> Result<Outcome> {
     let cycles = scale.of(50_000, 500);
-    progress(&format!("churn: {cycles} cycles"));
-    let target = Target::start(binary, scratch, "churn", &[], None)?;
+    // Held back to its rate, the churner would take minutes for the cycles: the window is
+    // bounded in time as well.
+    let window = Duration::from_secs_f64((10.0 * scale.0).max(3.0));
+    progress(&format!(
+        "{name}: {cycles} cycles or {:.0} s",
+        window.as_secs_f64()
+    ));
+    let target = Target::start(binary, scratch, "churn", args, None)?;
     let pair = Pair::open(&target, scale).await?;
     let quiet = pair.quiet().await?;
     let baseline = Baseline::read(&target).await?;
     let connector = TcpConnector::new(target.tcp().to_string());
+    let completed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let churning = async {
         let permits = Arc::new(Semaphore::new(PARALLELISM));
         let mut tasks = JoinSet::new();
+        let until = Instant::now() + window;
         for index in 0..cycles {
             let permit = permits.clone().acquire_owned().await?;
+            if Instant::now() >= until {
+                break;
+            }
             let connector = connector.clone();
+            let (completed, refused) = (completed.clone(), refused.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                let mut connection = session(&connector, format!("abuse-churn:{index}")).await?;
-                connection
-                    .create_transient(&QueueName::from(format!("abuse.churn.{index}")))
-                    .await?;
+                let cycle = async {
+                    let mut connection =
+                        session(&connector, format!("abuse-churn:{index}")).await?;
+                    connection
+                        .create_transient(&QueueName::from(format!("abuse.churn.{index}")))
+                        .await?;
+                    anyhow::Ok(())
+                };
+                match cycle.await {
+                    Ok(()) => completed.fetch_add(1, Ordering::Relaxed),
+                    Err(error) if refused_by_limit(&error) => {
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(error) => return Err(error),
+                };
                 anyhow::Ok(())
             });
             while let Some(done) = tasks.try_join_next() {
@@ -677,11 +727,15 @@ async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
         after = Baseline::read(&target).await?;
     }
     let settled = settled_at.elapsed();
-    let mut outcome = Outcome::new("4 churn", quiet, during);
+    let completed = completed.load(Ordering::Relaxed);
+    let refused = refused.load(Ordering::Relaxed);
+    let mut outcome = Outcome::new(name, quiet, during);
     outcome.figure(format!(
-        "{cycles} cycles in {:.1} s; after {:.1} s: descriptors {} → {}, sessions {} → {}, \
+        "churner: {completed} cycles ({refused} refused) in {:.1} s = {:.0} cycles/s; \
+         after {:.1} s: descriptors {} → {}, sessions {} → {}, \
          queues {} → {}, connections {} → {}, RSS {:.1} → {:.1} MiB",
         elapsed.as_secs_f64(),
+        completed as f64 / elapsed.as_secs_f64(),
         settled.as_secs_f64(),
         baseline.files,
         after.files,
@@ -694,6 +748,7 @@ async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
         mib(baseline.rss),
         mib(after.rss)
     ));
+    outcome.check(completed > 0, "no churn cycle completed".into());
     outcome.check(
         after.counts_match(&baseline),
         "descriptors, sessions, queues or connections did not return to the baseline".into(),
@@ -706,6 +761,15 @@ async fn churn(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
         ),
     );
     Ok(outcome)
+}
+
+/// Whether a churn cycle failed because the switch refused the connection (429), which a
+/// client over its limits must expect, rather than for a reason that fails the scenario.
+fn refused_by_limit(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<message_switch::client::Error>(),
+        Some(message_switch::client::Error::Status { status: 429, .. })
+    )
 }
 
 /// The counts churn must return to.
@@ -830,7 +894,15 @@ async fn idle_sessions(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Res
         binary,
         scratch,
         "idle",
-        &["--connections-max", "50000"],
+        // All the sessions are this process's: one client, far over the per-client limits.
+        &[
+            "--connections-max",
+            "50000",
+            "--client-connections-max",
+            "50000",
+            "--client-connects-per-second",
+            "0",
+        ],
         None,
     )?;
     let pair = Pair::open(&target, scale).await?;

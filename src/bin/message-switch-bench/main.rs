@@ -325,21 +325,26 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     }
     if plan.has(Section::Idle) {
         let idle = idle_waiters_allowed(plan.idle);
-        let quiet = start_switch(
+        // The idle waiters are all this process's connections: one client, far over the
+        // per-client limits, which are turned off where the switch has them.
+        let unlimited = client_limits_off(switch_binary);
+        let quiet = start_switch_with(
             switch_binary,
             &scratch,
             "idle-none",
             Storage::Memory,
             plan.threads(),
             &plan,
+            &unlimited,
         )?;
-        let busy = start_switch(
+        let busy = start_switch_with(
             switch_binary,
             &scratch,
             "idle-busy",
             Storage::Memory,
             plan.threads(),
             &plan,
+            &unlimited,
         )?;
         progress(&format!("send cost with 0 and {idle} idle transfers"));
         let target = |switch: &ChildProcess| scale::Target {
@@ -585,7 +590,21 @@ fn start_switch(
     threads: u16,
     plan: &Plan,
 ) -> Result<ChildProcess> {
+    start_switch_with(binary, scratch, name, storage, threads, plan, &[])
+}
+
+/// [`start_switch`] with `extra` arguments.
+fn start_switch_with(
+    binary: &Path,
+    scratch: &ScratchDir,
+    name: &str,
+    storage: Storage,
+    threads: u16,
+    plan: &Plan,
+    extra: &[String],
+) -> Result<ChildProcess> {
     let mut command = Command::new(binary);
+    command.args(extra);
     command
         .env("RUST_LOG", "warn")
         .env_remove("TOKIO_WORKER_THREADS")
@@ -622,6 +641,28 @@ async fn stop_switch(switch: ChildProcess) -> Result<()> {
     }
     tokio::task::spawn_blocking(move || switch.wait_or_kill()).await??;
     Ok(())
+}
+
+/// The arguments that turn the per-client connection limits off, if `binary` has them (an
+/// older switch given to `--switch` may not): for the sections whose many connections all
+/// come from this one process.
+fn client_limits_off(binary: &Path) -> Vec<String> {
+    let help = Command::new(binary)
+        .arg("--help")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    if !help.contains("--client-connections-max") {
+        return Vec::new();
+    }
+    [
+        "--client-connections-max",
+        "50000",
+        "--client-connects-per-second",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn start_echo(scratch: &ScratchDir, threads: u16) -> Result<ChildProcess> {
