@@ -42,6 +42,9 @@ pub enum Invariant {
     Rpc = 4,
     /// 5. No leaks once the clients are gone.
     Leaks = 5,
+    /// 6. A hostile client does not hold the well-behaved RPC pairs up beyond a bound
+    /// (`sim/hostile.rs`).
+    Isolation = 6,
 }
 
 /// One violation.
@@ -411,6 +414,9 @@ fn expected_refusal(status: u16, text: &str, op: &Op, over: &[&str]) -> bool {
     match (status, text) {
         (413, text) => text.starts_with("request body too large") && first_over == Some("body"),
         (429, text) if text.starts_with("too many open connections") => true,
+        // The per-client connection rate (issue 19): any request of a connection opened
+        // too fast gets it.
+        (429, text) if text.starts_with("this client (") => true,
         // The body is checked before the request is routed, the session and then the names
         // before anything else.
         _ if first_over == Some("body") => false,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use message_switch::engine::{self, LimitHits};
 use message_switch::protocol::Request;
+use message_switch::server::ClientLimits;
 
 use crate::history::{Event, Outcome, What};
 use crate::rng::SimRng;
@@ -44,6 +45,8 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// The most connections open at once.
     pub connections_max: usize,
+    /// The per-client connection limits (a client host is one client).
+    pub client_limits: ClientLimits,
 }
 
 /// What the workload of a seed needs from the switch to keep working, from which the drawn
@@ -64,6 +67,7 @@ impl Limits {
             engine: server.engine,
             body_bytes_max: server.body_bytes_max,
             connections_max: server.connections_max,
+            client_limits: server.client_limits,
         }
     }
 
@@ -109,6 +113,7 @@ impl Limits {
             engine,
             body_bytes_max,
             connections_max,
+            client_limits: ClientLimits::default(),
         }
     }
 
@@ -157,7 +162,10 @@ pub fn hits(events: &[Event]) -> BTreeMap<&'static str, u64> {
             } => {
                 match (*status, text.as_str()) {
                     (413, _) => body_bytes += 1,
-                    (429, text) if text.starts_with("too many open connections") => {
+                    (429, text)
+                        if text.starts_with("too many open connections")
+                            || text.starts_with("this client (") =>
+                    {
                         connections += 1
                     }
                     _ => {}

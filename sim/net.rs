@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use message_switch::client::Connector;
-use message_switch::server::Listener;
+use message_switch::server::{ClientId, Listener};
 
 /// The switch's host name in the simulation.
 pub const SWITCH_HOST: &str = "switch";
@@ -327,6 +327,13 @@ impl Listener for SimListener {
     async fn accept(&mut self) -> io::Result<SimStream> {
         let (stream, peer) = self.inner.accept().await?;
         Ok(self.net.accepted(stream, peer, self.epoch))
+    }
+
+    /// A client host is one client (its IP address), as a peer on real TCP is.
+    fn client(io: &SimStream) -> ClientId {
+        io.inner
+            .peer_addr()
+            .map_or(ClientId::Unidentified, ClientId::of_tcp)
     }
 }
 
