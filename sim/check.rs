@@ -42,8 +42,7 @@ pub enum Invariant {
     Rpc = 4,
     /// 5. No leaks once the clients are gone.
     Leaks = 5,
-    /// 6. A hostile client does not hold the well-behaved RPC pairs up beyond a bound, in
-    /// the hostile seeds of `sim/hostile.rs`.
+    /// 6. Beside a hostile client, RPC calls stay within a bound (`sim/hostile.rs`).
     Isolation = 6,
 }
 
