@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixStream};
 
@@ -83,6 +84,17 @@ async fn the_connection_count_limit_refuses_the_one_past_it_and_only_for_its_cli
     // Another client (this process over TCP is the client 127.0.0.1) is not counted.
     let mut other = tcp(&address).await;
     other.login("other").await;
+    // The console's clients view names the refused client first, with the reason.
+    let view = other.get("/admin/api/clients").await.text();
+    let first = view
+        .split("\"clients\":[")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no clients in {view}"));
+    assert!(
+        first.starts_with(&format!("{{\"client\":\"{client}\",\"open\":3,")),
+        "{view}"
+    );
+    assert!(first.contains("\"refused_connections\":1,"), "{view}");
     // Closing one frees its place.
     drop(open.pop());
     let metrics = common::eventually("the closed connection to be counted", || {
@@ -128,7 +140,11 @@ async fn the_rate_limit_passes_the_burst_holds_the_next_and_refuses_past_the_hol
     let mut second = unix(&path).await;
     second.login("burst-2").await;
     let mut third = unix(&path).await;
-    let refused = third.get("/login/burst-3").await;
+    // Held back instead of refused, it would wait 1,000 s: the guard only keeps such a
+    // broken build from hanging the test.
+    let refused = tokio::time::timeout(Duration::from_secs(60), third.get("/login/burst-3"))
+        .await
+        .expect("the third connection was answered, not held back");
     assert_eq!(refused.status, 429, "{}", refused.text());
     let client = this_process();
     assert_eq!(

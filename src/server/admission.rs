@@ -128,6 +128,9 @@ pub(crate) struct ClientCounts {
     /// Connections refused: over the count limit, and too fast.
     pub(crate) refused_open: u64,
     pub(crate) refused_rate: u64,
+    /// Driver turns that ended this client's share with commands of its still waiting
+    /// (`fairness`): it had more work than its share while others had some too.
+    pub(crate) turns_cut_short: u64,
 }
 
 impl ClientCounts {
@@ -136,9 +139,10 @@ impl ClientCounts {
         self.refused_open + self.refused_rate
     }
 
-    /// How much the limits have bothered this client: what the views rank clients by.
-    pub(crate) fn trouble(&self) -> (u64, u64) {
-        (self.refused(), self.held)
+    /// How much the limits and the fair scheduling have held this client back: what the
+    /// views rank clients by.
+    pub(crate) fn trouble(&self) -> (u64, u64, u64) {
+        (self.refused(), self.held, self.turns_cut_short)
     }
 }
 
@@ -244,6 +248,16 @@ impl Admission {
                 client,
             },
             hold,
+        }
+    }
+
+    /// Counts one turn cut short for each of `clients` (the driver's fair scheduling).
+    pub(crate) fn count_turns_cut_short(&self, clients: &[ClientId]) {
+        let mut state = self.lock();
+        for client in clients {
+            if let Some(entry) = state.clients.get_mut(client) {
+                entry.counts.turns_cut_short += 1;
+            }
         }
     }
 

@@ -3,20 +3,27 @@
 //! arms the engine's timer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::admission::Admission;
+use super::client::ClientId;
 use super::durable::Durability;
-use crate::engine::{
-    ConnectionId, Engine, EngineStats, Output, QueueSummary, RequestId, Timestamp,
-};
+use super::fairness::FairQueue;
+use super::inspection::Inspection;
+use crate::engine::{ConnectionId, Engine, EngineStats, Output, RequestId, Timestamp};
 use crate::protocol::{Reply, Request};
 use crate::store::Completion;
 
 /// Inputs from the HTTP shell (and the operator) to the driver.
 pub(crate) enum Command {
-    Connect(ConnectionId),
+    /// A connection of `client` opens; its commands are then served in `client`'s turns.
+    Connect {
+        connection: ConnectionId,
+        client: ClientId,
+    },
     Request {
         connection: ConnectionId,
         request: Request,
@@ -33,14 +40,6 @@ pub(crate) enum Command {
     /// Make every event durable and stop the journal; answers whether that worked (at once,
     /// `Ok`, without a journal).
     CloseJournal(oneshot::Sender<Result<(), String>>),
-}
-
-/// A point-in-time view of the engine for metrics.
-pub(crate) struct Inspection {
-    pub(crate) now: Timestamp,
-    pub(crate) start: Timestamp,
-    pub(crate) stats: EngineStats,
-    pub(crate) queues: Vec<QueueSummary>,
 }
 
 /// Inputs handled per wake-up before outputs are flushed, so that a burst shares one pass
@@ -85,6 +84,12 @@ pub(crate) struct Driver {
     shutdown: watch::Sender<bool>,
     /// The journal, when the switch is durable.
     durability: Option<Durability>,
+    /// The engine's commands waiting for their client's turn (`fairness`).
+    waiting: FairQueue<Command>,
+    /// The client of each open connection, whose turns its commands wait for.
+    client_of: HashMap<ConnectionId, ClientId>,
+    /// Where the clients' turns cut short are counted, for `/metrics` and the console.
+    admission: Arc<Admission>,
 }
 
 impl Driver {
@@ -94,6 +99,7 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         shutdown: watch::Sender<bool>,
         durability: Option<Durability>,
+        admission: Arc<Admission>,
     ) -> Self {
         Self {
             engine,
@@ -104,6 +110,9 @@ impl Driver {
             next_request: 0,
             shutdown,
             durability,
+            waiting: FairQueue::default(),
+            client_of: HashMap::new(),
+            admission,
         }
     }
 
@@ -134,29 +143,72 @@ impl Driver {
                     armed = None;
                     self.engine.handle_timeout(self.clock.now());
                 }
-                command = self.commands.recv() => {
+                // Commands left from the last turn: serve the next one at once.
+                () = std::future::ready(()), if !self.waiting.is_empty() => {}
+                command = self.commands.recv(), if self.waiting.is_empty() => {
                     let Some(command) = command else { return };
-                    self.handle(command);
-                    for _ in 1..BATCH_MAX {
-                        match self.commands.try_recv() {
-                            Ok(command) => self.handle(command),
-                            Err(_) => break,
-                        }
-                    }
+                    self.take_in(command);
                 }
             }
+            for _ in 1..BATCH_MAX {
+                match self.commands.try_recv() {
+                    Ok(command) => self.take_in(command),
+                    Err(_) => break,
+                }
+            }
+            self.take_turn();
             self.flush();
             // One batch per wake-up: everything handled above shares one journal write.
             if let Some(durability) = &mut self.durability {
                 durability.submit(self.engine.store().next_index());
             }
+            if !self.waiting.is_empty() {
+                // Let the connection tasks this turn answered run (and send their next
+                // requests) before the next turn.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Handles a command that is not the engine's work for a client at once; queues the
+    /// others for their client's turn.
+    fn take_in(&mut self, command: Command) {
+        let client = match &command {
+            Command::Connect { connection, client } => {
+                self.client_of.insert(*connection, *client);
+                Some(*client)
+            }
+            Command::Request { connection, .. } | Command::Disconnect(connection) => {
+                // The sampler's reads have no connection of their own.
+                self.client_of.get(connection).copied()
+            }
+            _ => None,
+        };
+        match client {
+            Some(client) => self.waiting.push(client, command),
+            None => self.handle(command),
+        }
+    }
+
+    /// Serves one turn of the waiting commands, fairly between clients.
+    fn take_turn(&mut self) {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let mut cut_short = Vec::new();
+        waiting.take_turn(
+            |command| self.handle(command),
+            |command| matches!(command, Command::Connect { .. }),
+            |client, _| cut_short.push(client),
+        );
+        self.waiting = waiting;
+        if !cut_short.is_empty() {
+            self.admission.count_turns_cut_short(&cut_short);
         }
     }
 
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
         match command {
-            Command::Connect(connection) => self.engine.handle_connect(connection),
+            Command::Connect { connection, .. } => self.engine.handle_connect(connection),
             Command::Request {
                 connection,
                 request,
@@ -177,6 +229,7 @@ impl Driver {
                 self.engine.handle_request(now, connection, id, request);
             }
             Command::Disconnect(connection) => {
+                self.client_of.remove(&connection);
                 self.engine.handle_disconnect(now, connection);
                 for request in self
                     .pending_by_connection

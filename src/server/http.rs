@@ -84,7 +84,7 @@ where
     if !over_limit
         && shared
             .commands
-            .send(Command::Connect(connection))
+            .send(Command::Connect { connection, client })
             .await
             .is_err()
     {
@@ -234,7 +234,9 @@ async fn dispatch(
     request: Request,
 ) -> Response<Either<Full<Bytes>, TransferBody>> {
     match request {
-        Request::Web(segments) => whole(web::console(&segments, &shared.samples)),
+        Request::Web(segments) => {
+            whole(web::console(&segments, &shared.samples, &shared.admission))
+        }
         Request::Metrics => whole(metrics_page(shared).await),
         Request::Health => whole(health(shared)),
         request => ask_engine(shared, connection, request).await,

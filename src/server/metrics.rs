@@ -14,7 +14,7 @@ use crate::store::JournalStats;
 
 use super::admission::{ClientCounts, Refusal};
 use super::client::ClientId;
-use super::driver::Inspection;
+use super::inspection::Inspection;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS_S: [f64; 16] = [
@@ -378,6 +378,20 @@ fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
             "message_switch_client_connections_held_seconds_total{{{}}} {}",
             label(client),
             counts.held_time.as_secs_f64()
+        );
+    }
+    header(
+        out,
+        "message_switch_client_turns_cut_short_total",
+        "counter",
+        "Driver turns that ended a client's share of the engine's work with some of it still waiting (it sent more than its share while others had work too).",
+    );
+    for (client, counts) in clients {
+        let _ = writeln!(
+            out,
+            "message_switch_client_turns_cut_short_total{{{}}} {}",
+            label(client),
+            counts.turns_cut_short
         );
     }
     header(

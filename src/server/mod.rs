@@ -13,10 +13,13 @@
 mod accept;
 mod admission;
 mod client;
+mod client_view;
 mod driver;
 mod durable;
+mod fairness;
 mod head_timeout;
 mod http;
+mod inspection;
 mod metrics;
 mod runtime;
 mod sampler;
@@ -233,16 +236,17 @@ impl Switch {
             Some((durability, latency, stats)) => (Some(durability), Some(latency), Some(stats)),
             None => (None, None, None),
         };
+        let admission = admission::Admission::new(config.client_limits);
         let driver = Driver::new(
             engine,
             Clock::new(start_time),
             receiver,
             shutdown_sender,
             durability,
+            admission.clone(),
         );
         tokio::spawn(driver.run());
         let samples = sampler::spawn(config.sampler.clone(), &commands, shutdown.clone());
-        let admission = admission::Admission::new(config.client_limits);
         Switch {
             shared: Arc::new(Shared {
                 config,
@@ -271,7 +275,12 @@ impl Switch {
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
             let mut backoff = accept::AcceptBackoff::default();
+            let mut accepted_in_a_row = 0;
             loop {
+                if accepted_in_a_row == fairness::ACCEPTS_PER_TURN {
+                    accepted_in_a_row = 0;
+                    tokio::task::yield_now().await;
+                }
                 tokio::select! {
                     biased;
                     _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => break,
@@ -280,6 +289,7 @@ impl Switch {
                             if let Some(failures) = backoff.accepted() {
                                 tracing::warn!(failures, "accepting connections again");
                             }
+                            accepted_in_a_row += 1;
                             let client = L::client(&io);
                             tokio::spawn(http::serve_connection(shared.clone(), io, client));
                         }

@@ -11,6 +11,8 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
+use super::admission::Admission;
+use super::client_view;
 use super::sampler::Samples;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
@@ -31,10 +33,22 @@ pub(crate) fn asset(segments: &[String]) -> Option<(&'static str, &'static str)>
     }
 }
 
-/// The response for a console path: the sampler's overview, a file, or 404.
-pub(crate) fn console(segments: &[String], samples: &Samples) -> Response<Full<Bytes>> {
+/// The response for a console path: the sampler's overview, the clients' counts, a file, or
+/// 404.
+pub(crate) fn console(
+    segments: &[String],
+    samples: &Samples,
+    admission: &Admission,
+) -> Response<Full<Bytes>> {
     if segments == ["admin", "api", "overview"] {
         return typed(StatusCode::OK, samples.overview_json(), "application/json");
+    }
+    if segments == ["admin", "api", "clients"] {
+        return typed(
+            StatusCode::OK,
+            client_view::clients_json(admission),
+            "application/json",
+        );
     }
     match asset(segments) {
         Some((body, content_type)) => typed(StatusCode::OK, body.to_owned(), content_type),
@@ -84,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn the_overview_is_json_and_other_api_paths_are_not_found() {
+    fn the_overview_and_the_clients_are_json_and_other_api_paths_are_not_found() {
         let (commands, _receiver) = tokio::sync::mpsc::channel(1);
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let config = super::super::SamplerConfig {
@@ -92,10 +106,13 @@ mod tests {
             ..Default::default()
         };
         let samples = super::super::sampler::spawn(config, &commands, shutdown);
-        let response = console(&segments("/admin/api/overview"), &samples);
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-        let response = console(&segments("/admin/api/nothing"), &samples);
+        let admission = Admission::new(super::super::ClientLimits::default());
+        for path in ["/admin/api/overview", "/admin/api/clients"] {
+            let response = console(&segments(path), &samples, &admission);
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        }
+        let response = console(&segments("/admin/api/nothing"), &samples, &admission);
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -808,7 +808,21 @@ async fn descriptors(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Resul
     progress(&format!(
         "descriptors: {connections} connections against ulimit -n {FILES_MAX}"
     ));
-    let target = Target::start(binary, scratch, "descriptors", &[], Some(FILES_MAX))?;
+    // The connections all come from one address, one client: under the default per-client
+    // limits it could not exhaust the descriptors at all (it is held back and refused first),
+    // so they are turned off to let it stand for many clients.
+    let target = Target::start(
+        binary,
+        scratch,
+        "descriptors",
+        &[
+            "--client-connections-max",
+            "50000",
+            "--client-connects-per-second",
+            "0",
+        ],
+        Some(FILES_MAX),
+    )?;
     let pair = Pair::open(&target, scale).await?;
     let quiet = pair.quiet().await?;
     let tcp = target.tcp();

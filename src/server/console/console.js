@@ -28,6 +28,8 @@ const state = {
   following: true, // the chart is scrolled to its newest arrows
   filter: null, // { caller, service } from a click on a map edge
   sort: { key: "name", dir: "asc" },
+  clients: null, // the last /admin/api/clients
+  clientsBefore: new Map(), // client → its counts one poll earlier, to show what changed
   // Render timings (ms) the browser test reads; the largest seen per view.
   timings: { map: 0, msc: 0, queues: 0 },
 };
@@ -647,6 +649,60 @@ function drawQueues() {
   }
 }
 
+// ---------------------------------------------------------------- clients
+
+// What the per-client limits and the fair scheduling did to `client` since the last poll.
+function clientTrouble(client) {
+  const before = state.clientsBefore.get(client.client);
+  const since = (key) => client[key] - (before ? before[key] : 0);
+  const reasons = [];
+  if (since("refused_connections") > 0) reasons.push(`refused ${since("refused_connections")}: too many open`);
+  if (since("refused_rate") > 0) reasons.push(`refused ${since("refused_rate")}: too fast`);
+  if (since("held") > 0) reasons.push(`held back ${since("held")}: connecting too fast`);
+  if (since("turns_cut_short") > 0) reasons.push(`slowed: more than its share`);
+  return reasons;
+}
+
+function drawClients() {
+  const view = state.clients;
+  if (!view) return;
+  const limits = view.limits;
+  const rate = limits.connects_per_second > 0
+    ? `${limits.connects_per_second} new/s after a burst of ${limits.connect_burst}`
+    : "no rate limit";
+  $("client-limits").textContent = `per client: ${limits.connections_max} open, ${rate}`;
+  const body = document.querySelector("#clients tbody");
+  body.replaceChildren();
+  for (const client of view.clients) {
+    const row = body.insertRow();
+    row.dataset.client = client.client;
+    const trouble = clientTrouble(client);
+    if (trouble.length > 0) row.className = "waiting";
+    cell(row, client.client);
+    cell(row, client.open.toLocaleString(), "num");
+    cell(row, client.accepted.toLocaleString(), "num");
+    cell(row, client.held.toLocaleString(), "num");
+    cell(row, number(client.held_s, 1), "num");
+    cell(row, client.refused_connections.toLocaleString(), "num");
+    cell(row, client.refused_rate.toLocaleString(), "num");
+    cell(row, client.turns_cut_short.toLocaleString(), "num");
+    cell(row, trouble.join(", "));
+  }
+  $("client-count").textContent = `${view.clients.length} of ${view.remembered} clients shown, most held back first`;
+  $("no-clients").hidden = view.clients.length > 0;
+}
+
+// The alert naming the clients held back or refused since the last poll.
+function clientAlert() {
+  if (!state.clients) return null;
+  const troubled = state.clients.clients
+    .map((client) => [client.client, clientTrouble(client)])
+    .filter(([, trouble]) => trouble.length > 0);
+  if (troubled.length === 0) return null;
+  const text = troubled.slice(0, 3).map(([name, trouble]) => `${name} (${trouble.join(", ")})`).join("; ");
+  return `Clients held back by the limits: ${text}${troubled.length > 3 ? " …" : ""}`;
+}
+
 // ---------------------------------------------------------------- header and alerts
 
 function drawHeader() {
@@ -672,6 +728,14 @@ function drawHeader() {
   const stuck = overview.queues.filter(waiting);
   const alerts = $("alerts");
   alerts.replaceChildren();
+  const clients = clientAlert();
+  if (clients) {
+    alerts.append(clients);
+    const show = document.createElement("button");
+    show.textContent = "show";
+    show.addEventListener("click", () => selectTab("tab-clients"));
+    alerts.append(show, " ");
+  }
   if (stuck.length > 0) {
     const names = stuck.slice(0, 5).map((q) => `${q.name} (${q.depth}, oldest ${age(q.oldest_age_s)})`).join(", ");
     alerts.append(`Requests waiting on ${stuck.length === 1 ? "a queue" : `${stuck.length} queues`} with no listener: ${names}${stuck.length > 5 ? " …" : ""}`);
@@ -690,6 +754,12 @@ async function pollOverview() {
       const response = await fetch("/admin/api/overview", { cache: "no-store" });
       if (!response.ok) throw new Error(`status ${response.status}`);
       state.overview = await response.json();
+      const clients = await fetch("/admin/api/clients", { cache: "no-store" });
+      if (clients.ok) {
+        if (state.clients) state.clientsBefore = new Map(state.clients.clients.map((c) => [c.client, c]));
+        state.clients = await clients.json();
+        drawClients();
+      }
       if (state.overview.now !== null) {
         drawHeader();
         timed("map", drawMap);

@@ -9,7 +9,7 @@ use crate::engine::{EngineStats, QueueSummary, Timestamp};
 use crate::protocol::json::{self, Value};
 use crate::protocol::{MessageKind, QueueName, SessionToken, TraceEvent, TraceMessage};
 
-use super::super::driver::Inspection;
+use super::super::inspection::Inspection;
 
 /// The service map's rates and latencies cover this much time.
 pub(super) const EDGE_WINDOW_NS: i64 = 60_000_000_000;

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::driver::{Command, Inspection};
+use super::driver::Command;
+use super::inspection::Inspection;
 use crate::engine::ConnectionId;
 use crate::protocol::{Reply, Request, TraceEvent};
 use history::History;

@@ -281,7 +281,7 @@ mod tests {
     use crate::protocol::{
         Message, MessageId, MessageKind, QueueName, SessionToken, TraceEvent, TraceMessage,
     };
-    use crate::server::driver::Inspection;
+    use crate::server::inspection::Inspection;
     use crate::server::sampler::SamplerConfig;
 
     const SECOND: i64 = 1_000_000_000;
