@@ -329,7 +329,7 @@ impl Listener for SimListener {
         Ok(self.net.accepted(stream, peer, self.epoch))
     }
 
-    /// A client host is one client (its IP address), as a peer on real TCP is.
+    /// Each simulated host is a client of its own (by its address), as a TCP peer is.
     fn client(io: &SimStream) -> ClientId {
         io.inner
             .peer_addr()

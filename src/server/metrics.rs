@@ -320,95 +320,75 @@ pub(crate) fn render(
     out
 }
 
+/// One per-client series: its name, type, help and value.
+type ClientSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ClientCounts) -> f64,
+);
+
 /// The per-client connection counters: who is held back or refused by the per-client
-/// limits, and why. `clients` are the ones to list (the caller bounds and ranks them).
+/// limits or the fair turns, and why. `clients` are the ones to list (the caller bounds and
+/// ranks them).
 fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
-    let label = |client: &ClientId| format!("client=\"{}\"", escape_label(&client.to_string()));
-    header(
-        out,
-        "message_switch_client_connections",
-        "gauge",
-        "Open connections of a client (a process on the Unix socket, an IP address on TCP).",
-    );
-    for (client, counts) in clients {
-        let _ = writeln!(
-            out,
-            "message_switch_client_connections{{{}}} {}",
-            label(client),
-            counts.open
-        );
+    let series: [ClientSeries; 5] = [
+        (
+            "message_switch_client_connections",
+            "gauge",
+            "Open connections of a client (a process on the Unix socket, an IP address on TCP).",
+            |c| c.open as f64,
+        ),
+        (
+            "message_switch_client_connections_accepted_total",
+            "counter",
+            "Connections of a client accepted and served.",
+            |c| c.accepted as f64,
+        ),
+        (
+            "message_switch_client_connections_held_total",
+            "counter",
+            "Connections of a client held back (not read) because it opened them faster than --client-connects-per-second.",
+            |c| c.held as f64,
+        ),
+        (
+            "message_switch_client_connections_held_seconds_total",
+            "counter",
+            "Time a client's connections spent held back.",
+            |c| c.held_time.as_secs_f64(),
+        ),
+        (
+            "message_switch_client_turns_cut_short_total",
+            "counter",
+            "Driver turns that ended a client's share of the engine's work with some of it still waiting (it sent more than its share while others had work too).",
+            |c| c.turns_cut_short as f64,
+        ),
+    ];
+    let labels: Vec<String> = clients
+        .iter()
+        .map(|(client, _)| format!("client=\"{}\"", escape_label(&client.to_string())))
+        .collect();
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for (label, (_, counts)) in labels.iter().zip(clients) {
+            let _ = writeln!(out, "{name}{{{label}}} {}", value(counts));
+        }
     }
+    let name = "message_switch_client_connections_refused_total";
     header(
         out,
-        "message_switch_client_connections_accepted_total",
-        "counter",
-        "Connections of a client accepted and served.",
-    );
-    for (client, counts) in clients {
-        let _ = writeln!(
-            out,
-            "message_switch_client_connections_accepted_total{{{}}} {}",
-            label(client),
-            counts.accepted
-        );
-    }
-    header(
-        out,
-        "message_switch_client_connections_held_total",
-        "counter",
-        "Connections of a client held back (not read) because it opened them faster than --client-connects-per-second.",
-    );
-    for (client, counts) in clients {
-        let _ = writeln!(
-            out,
-            "message_switch_client_connections_held_total{{{}}} {}",
-            label(client),
-            counts.held
-        );
-    }
-    header(
-        out,
-        "message_switch_client_connections_held_seconds_total",
-        "counter",
-        "Time a client's connections spent held back.",
-    );
-    for (client, counts) in clients {
-        let _ = writeln!(
-            out,
-            "message_switch_client_connections_held_seconds_total{{{}}} {}",
-            label(client),
-            counts.held_time.as_secs_f64()
-        );
-    }
-    header(
-        out,
-        "message_switch_client_turns_cut_short_total",
-        "counter",
-        "Driver turns that ended a client's share of the engine's work with some of it still waiting (it sent more than its share while others had work too).",
-    );
-    for (client, counts) in clients {
-        let _ = writeln!(
-            out,
-            "message_switch_client_turns_cut_short_total{{{}}} {}",
-            label(client),
-            counts.turns_cut_short
-        );
-    }
-    header(
-        out,
-        "message_switch_client_connections_refused_total",
+        name,
         "counter",
         "Connections of a client refused with 429, by reason: connections (over --client-connections-max) or rate (over --client-connects-per-second past its hold).",
     );
-    for (client, counts) in clients {
+    for (label, (_, counts)) in labels.iter().zip(clients) {
         for (reason, count) in [
             (Refusal::TooManyOpen, counts.refused_open),
             (Refusal::TooFast, counts.refused_rate),
         ] {
             let _ = writeln!(
                 out,
-                "message_switch_client_connections_refused_total{{{},reason=\"{}\"}} {count}",
-                label(client),
+                "{name}{{{label},reason=\"{}\"}} {count}",
                 reason.label()
             );
         }

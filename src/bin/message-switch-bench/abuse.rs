@@ -749,6 +749,19 @@ async fn churn_with(
         mib(after.rss)
     ));
     outcome.check(completed > 0, "no churn cycle completed".into());
+    if args.is_empty() {
+        // Under the default limits the churner, one client, cannot open connections faster
+        // than its burst plus its rate (each cycle is one connection).
+        let limits = message_switch::server::ClientLimits::default();
+        let allowed =
+            f64::from(limits.connect_burst) + limits.connects_per_second * elapsed.as_secs_f64();
+        outcome.check(
+            completed as f64 <= allowed,
+            format!(
+                "the churner completed {completed} cycles, more than its connection rate allows ({allowed:.0})"
+            ),
+        );
+    }
     outcome.check(
         after.counts_match(&baseline),
         "descriptors, sessions, queues or connections did not return to the baseline".into(),
