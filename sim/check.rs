@@ -42,6 +42,8 @@ pub enum Invariant {
     Rpc = 4,
     /// 5. No leaks once the clients are gone.
     Leaks = 5,
+    /// 6. Beside a hostile client, RPC calls stay within a bound (`sim/hostile.rs`).
+    Isolation = 6,
 }
 
 /// One violation.
@@ -446,6 +448,9 @@ fn expected_refusal(status: u16, text: &str, op: &Op, over: &[&str]) -> bool {
     match (status, text) {
         (413, text) => text.starts_with("request body too large") && first_over == Some("body"),
         (429, text) if text.starts_with("too many open connections") => true,
+        // The per-client connection rate (issue 19): any request of a connection opened
+        // too fast gets it.
+        (429, text) if text.starts_with("this client (") => true,
         // The body is checked before the request is routed, the session and then the names
         // before anything else.
         _ if first_over == Some("body") => false,
@@ -980,7 +985,8 @@ fn pressure_times(facts: &Facts) -> Vec<u64> {
             } => times.push(event.t_us),
             What::Probe(probe) => {
                 let hits = probe.stats.limits_hit;
-                let shared = hits.queues + hits.queue_messages + hits.stored_bytes;
+                let shared =
+                    hits.queues + hits.queue_messages + hits.queue_bytes + hits.stored_bytes;
                 if previous.insert(probe.epoch, shared).unwrap_or(0) < shared {
                     times.push(event.t_us);
                 }

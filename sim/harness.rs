@@ -267,6 +267,8 @@ fn needs(hosts: &[HostPlan]) -> Needs {
                     (0, 1)
                 }
                 Role::Listener => (0, 1),
+                // Plans with these set their own limits (`hostile::plan`).
+                Role::Hostile(_) | Role::Late { .. } => (0, 0),
             };
             needs.queues += queues;
             needs.connections += connections;
@@ -347,7 +349,12 @@ fn fault_schedule(rng: &mut SimRng, hosts: &[HostPlan], heal_us: u64) -> (Vec<(u
 
 /// Runs the plan of `seed` to the end and returns what happened.
 pub fn run(seed: u64) -> RunResult {
-    let plan = plan(seed);
+    run_plan(plan(seed))
+}
+
+/// Runs `plan` (drawn by [`plan`], or by `hostile::plan`) to the end.
+pub fn run_plan(plan: Plan) -> RunResult {
+    let seed = plan.seed;
     let mut rng = SimRng::new(seed).fork(3);
     let net = Net::new();
     let recorder = Rc::new(Recorder::default());
@@ -669,6 +676,7 @@ async fn switch_host(
         config.engine = limits.engine;
         config.body_bytes_max = limits.body_bytes_max;
         config.connections_max = limits.connections_max;
+        config.client_limits = limits.client_limits;
     }
     let switch = match storage {
         Some((storage, durability)) => {

@@ -13,18 +13,20 @@ use std::time::Duration;
 
 use message_switch::engine::{self, LimitHits};
 use message_switch::protocol::Request;
+use message_switch::server::ClientLimits;
 
 use crate::history::{Event, Outcome, What};
 use crate::rng::SimRng;
 
 /// Every limit the simulation must reach, in the order the summary line shows them. The
 /// `every_limit_is_hit` check of the default run fails if one of them was never reached.
-pub const LIMIT_NAMES: [&str; 12] = [
+pub const LIMIT_NAMES: [&str; 13] = [
     "reply_bytes",
     "body_bytes",
     "name_bytes",
     "queues",
     "queue_messages",
+    "queue_bytes",
     "stored_bytes",
     "trace_entries",
     "trace_bytes",
@@ -43,6 +45,8 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// The most connections open at once.
     pub connections_max: usize,
+    /// The per-client connection limits (a client host is one client).
+    pub client_limits: ClientLimits,
 }
 
 /// What the workload of a seed needs from the switch to keep working, from which the drawn
@@ -63,13 +67,14 @@ impl Limits {
             engine: server.engine,
             body_bytes_max: server.body_bytes_max,
             connections_max: server.connections_max,
+            client_limits: server.client_limits,
         }
     }
 
     /// Draws small limits for a seed whose workload needs `needs`.
     pub fn draw(rng: &mut SimRng, needs: Needs) -> Limits {
         let trace_entries_max = rng.range(4, 32) as usize;
-        let engine = engine::Config {
+        let mut engine = engine::Config {
             // A few messages per reply, and sometimes one: payloads are 10 to 40 bytes,
             // except the big ones drawn against the body limit.
             transfer_reply_bytes_max: if rng.chance(0.7) {
@@ -93,11 +98,22 @@ impl Limits {
             trace_bytes_max: trace_entries_max * rng.range(80, 200) as usize,
             ..engine::Config::default()
         };
+        // A Transfer body naming two queues at the name limit must still fit.
+        let body_bytes_max = rng.range(320, 1024) as usize;
+        let connections_max = needs.connections + rng.range(0, 2) as usize;
+        // Drawn after every other limit, so that adding it left their draws as they were.
+        // From a quarter of the stored bytes (the default's share: a burst of small Sends or
+        // one big body fills a queue before the switch) to all of them (the switch-wide limit
+        // is reached first).
+        engine.queue_bytes_max = rng.range(
+            engine.stored_bytes_max as u64 / 4,
+            engine.stored_bytes_max as u64,
+        ) as usize;
         Limits {
             engine,
-            // A Transfer body naming two queues at the name limit must still fit.
-            body_bytes_max: rng.range(320, 1024) as usize,
-            connections_max: needs.connections + rng.range(0, 2) as usize,
+            body_bytes_max,
+            connections_max,
+            client_limits: ClientLimits::default(),
         }
     }
 
@@ -105,13 +121,14 @@ impl Limits {
     pub fn describe(&self) -> String {
         let e = &self.engine;
         format!(
-            "reply {}B, body {}B, name {}B, {} queues, {} msgs/queue, stored {}B, trace {}/{}B, \
-             wait {}s, {} logins/conn, {} conns",
+            "reply {}B, body {}B, name {}B, {} queues, {} msgs/queue, {}B/queue, stored {}B, \
+             trace {}/{}B, wait {}s, {} logins/conn, {} conns",
             e.transfer_reply_bytes_max,
             self.body_bytes_max,
             e.name_bytes_max,
             e.queues_max,
             e.queue_messages_max,
+            e.queue_bytes_max,
             e.stored_bytes_max,
             e.trace_entries_max,
             e.trace_bytes_max,
@@ -145,7 +162,10 @@ pub fn hits(events: &[Event]) -> BTreeMap<&'static str, u64> {
             } => {
                 match (*status, text.as_str()) {
                     (413, _) => body_bytes += 1,
-                    (429, text) if text.starts_with("too many open connections") => {
+                    (429, text)
+                        if text.starts_with("too many open connections")
+                            || text.starts_with("this client (") =>
+                    {
                         connections += 1
                     }
                     _ => {}
@@ -163,6 +183,7 @@ pub fn hits(events: &[Event]) -> BTreeMap<&'static str, u64> {
         total.name_bytes += hits.name_bytes;
         total.queues += hits.queues;
         total.queue_messages += hits.queue_messages;
+        total.queue_bytes += hits.queue_bytes;
         total.stored_bytes += hits.stored_bytes;
         total.trace_entries += hits.trace_entries;
         total.trace_bytes += hits.trace_bytes;
@@ -175,6 +196,7 @@ pub fn hits(events: &[Event]) -> BTreeMap<&'static str, u64> {
         total.name_bytes,
         total.queues,
         total.queue_messages,
+        total.queue_bytes,
         total.stored_bytes,
         total.trace_entries,
         total.trace_bytes,

@@ -13,13 +13,16 @@
 //!   process, `SIM_JOBS` at a time (default 1);
 //! - `SIM_DUMP=path` (with `SIM_SEED`) writes the whole history to `path`;
 //! - `SIM_EXHAUSTIVE_DEPTH=n` sets the exhaustive check's depth (default 6);
-//! - `SIM_VERBOSE=1` prints a summary line per seed.
+//! - `SIM_VERBOSE=1` prints a summary line per seed;
+//! - `SIM_HOSTILE_SEED=n` runs only hostile seed `n` (`sim/hostile.rs`), `SIM_HOSTILE_SEEDS=n`
+//!   runs `n` of them from `SIM_SEED_START`.
 
 mod check;
 mod conn;
 mod exhaustive;
 mod harness;
 mod history;
+mod hostile;
 mod limits;
 mod net;
 mod rng;
@@ -46,11 +49,45 @@ const DEFAULT_SEEDS: u64 = 8;
 ///   had its (synced) 200 (invariant 2). Kept as the lazy-ack window's check.
 const REGRESSION_SEEDS: &[u64] = &[9, 25, 189, 580, 5977];
 
+/// Hostile seeds the default run covers (each attack in memory and durable).
+const DEFAULT_HOSTILE_SEEDS: u64 = 6;
+
 /// Runs one seed and judges it. Returns the violations, printed with the seed and the tail of
 /// the history.
 fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
     let run = harness::run(seed);
     let violations = check::check(&run);
+    judge(&run, violations, verbose, "SIM_SEED", "simulation_seeds")
+}
+
+/// Runs hostile seed `seed` (`sim/hostile.rs`) and judges it by every invariant and by the
+/// hostile checker's bound.
+fn run_hostile_seed(seed: u64, verbose: bool) -> Result<u64, String> {
+    let run = harness::run_plan(hostile::plan(seed));
+    let mut violations = check::check(&run);
+    violations.extend(hostile::check(&run));
+    if verbose {
+        println!("{}", hostile::summary(&run));
+    }
+    judge(
+        &run,
+        violations,
+        verbose,
+        "SIM_HOSTILE_SEED",
+        "hostile_seeds",
+    )
+}
+
+/// Prints a run's summary line (verbose) and, if there are violations, returns its failure
+/// report, which names the seed and how to replay it (`seed_var`, `test`).
+fn judge(
+    run: &harness::RunResult,
+    violations: Vec<check::Violation>,
+    verbose: bool,
+    seed_var: &str,
+    test: &str,
+) -> Result<u64, String> {
+    let seed = run.plan.seed;
     let digest = history::digest(&run.events);
     if let Ok(path) = std::env::var("SIM_DUMP") {
         // The whole history, for digging into a failure.
@@ -116,8 +153,8 @@ fn run_seed(seed: u64, verbose: bool) -> Result<u64, String> {
         return Ok(digest);
     }
     let mut report = format!(
-        "SIM FAILURE: seed {seed} (replay with SIM_SEED={seed} cargo test --test sim -- \
-         --nocapture simulation_seeds)\n{} violation(s):\n",
+        "SIM FAILURE: seed {seed} (replay with {seed_var}={seed} cargo test --test sim -- \
+         --nocapture {test})\n{} violation(s):\n",
         violations.len()
     );
     for violation in violations.iter().take(20) {
@@ -155,6 +192,7 @@ fn run_children(
     seeds: &[u64],
     verbose: bool,
     hits: &mut std::collections::BTreeMap<String, u64>,
+    (test, seed_var): (&str, &str),
 ) -> Vec<u64> {
     let jobs = env_u64("SIM_JOBS").unwrap_or(1).max(1) as usize;
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -192,13 +230,8 @@ fn run_children(
             }
         }
         let child = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "simulation_seeds",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SIM_SEED", seed.to_string())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(seed_var, seed.to_string())
             .env("SIM_CHILD", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -231,7 +264,7 @@ fn simulation_seeds() {
             })
             .collect()
     } else {
-        run_children(&seeds, verbose, &mut hits)
+        run_children(&seeds, verbose, &mut hits, ("simulation_seeds", "SIM_SEED"))
     };
     println!(
         "simulation: {} seeds, {} failed {:?}, {:.1}s",
@@ -254,6 +287,43 @@ fn simulation_seeds() {
             "limits never hit over the default seeds: {never:?} (hits: {hits:?})"
         );
     }
+}
+
+/// The hostile seeds (`sim/hostile.rs`): one client churns connections, floods a queue or
+/// hammers Transfers beside three RPC pairs, which must not notice (invariant 6).
+#[test]
+fn hostile_seeds() {
+    if std::env::var("SIM_CHILD").is_ok() && std::env::var("SIM_HOSTILE_SEED").is_err() {
+        return;
+    }
+    let verbose = std::env::var("SIM_VERBOSE").is_ok() || std::env::var("SIM_HOSTILE_SEED").is_ok();
+    let began = Instant::now();
+    let failures: Vec<u64> = if let Some(seed) = env_u64("SIM_HOSTILE_SEED") {
+        match run_hostile_seed(seed, verbose) {
+            Ok(_) => Vec::new(),
+            Err(report) => {
+                eprintln!("{report}");
+                vec![seed]
+            }
+        }
+    } else {
+        let start = env_u64("SIM_SEED_START").unwrap_or(0);
+        let count = env_u64("SIM_HOSTILE_SEEDS").unwrap_or(DEFAULT_HOSTILE_SEEDS);
+        let seeds: Vec<u64> = (start..start + count).collect();
+        let mut hits = std::collections::BTreeMap::new();
+        run_children(
+            &seeds,
+            verbose,
+            &mut hits,
+            ("hostile_seeds", "SIM_HOSTILE_SEED"),
+        )
+    };
+    println!(
+        "hostile simulation: {} failed {failures:?}, {:.1}s",
+        failures.len(),
+        began.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "failing hostile seeds: {failures:?}");
 }
 
 /// One seed, run twice (each in a fresh process, as every seed is run), must produce the same

@@ -28,6 +28,8 @@ use crate::rng::SimRng;
 
 /// How long an RPC caller waits for a reply.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause of an RPC caller between two calls.
+pub const CALL_PAUSE_MAX: Duration = Duration::from_millis(400);
 /// The longest pause between reconnect attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(800);
 /// Shared persistent queues the raw actors work on.
@@ -77,6 +79,15 @@ pub enum Role {
     /// Long-polls both shared raw queues with one cursor, following each reply's `next` as
     /// every listener does, and acks some of what it gets (issue 12).
     Listener,
+    /// A client that misbehaves (issue 19, `sim/hostile.rs`).
+    Hostile(crate::hostile::Attack),
+    /// `role`, started `after` the process starts (a service that comes up late).
+    Late {
+        /// How long after the process's start.
+        after: Duration,
+        /// What it then does.
+        role: Box<Role>,
+    },
 }
 
 /// Which optional behaviours the raw actors use in this seed.
@@ -137,6 +148,13 @@ pub async fn run_process(
         let rng = rng.fork(index as u64);
         let actor: Rc<str> = format!("{}/{index}", ctx.token).into();
         tasks.spawn_local(async move {
+            let role = match role {
+                Role::Late { after, role } => {
+                    tokio::time::sleep(after).await;
+                    *role
+                }
+                role => role,
+            };
             match role {
                 Role::RpcServer { service } => rpc_server(ctx, actor, service, rng).await,
                 Role::RpcCaller { services } => rpc_caller(ctx, actor, services, rng).await,
@@ -144,6 +162,9 @@ pub async fn run_process(
                 Role::LibServer { service } => lib_server(ctx, actor, service, rng).await,
                 Role::LibCaller { services } => lib_caller(ctx, actor, services, rng).await,
                 Role::Listener => listener(ctx, actor, rng).await,
+                Role::Hostile(attack) => crate::hostile::attack(ctx, actor, attack, rng).await,
+                // One level of lateness is all a plan uses.
+                Role::Late { .. } => {}
             }
         });
     }
@@ -162,7 +183,7 @@ pub async fn run_process(
 }
 
 /// Opens a connection and logs in with the context's token.
-async fn connect(ctx: &Ctx, actor: &Rc<str>, login: bool) -> Option<SimConn> {
+pub(crate) async fn connect(ctx: &Ctx, actor: &Rc<str>, login: bool) -> Option<SimConn> {
     let mut conn = SimConn::open(&ctx.net, &ctx.host, actor.clone(), ctx.recorder.clone())
         .await
         .ok()?;
@@ -257,7 +278,10 @@ async fn rpc_caller(ctx: Ctx, actor: Rc<str>, services: Vec<QueueName>, mut rng:
     let mut calls = 0u64;
     let mut conns: Option<(SimConn, SimConn)> = None;
     loop {
-        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        tokio::time::sleep(Duration::from_millis(
+            rng.below(CALL_PAUSE_MAX.as_millis() as u64),
+        ))
+        .await;
         if conns
             .as_ref()
             .is_none_or(|(r, e)| r.is_broken() || e.is_broken())
@@ -442,7 +466,10 @@ async fn lib_caller(ctx: Ctx, actor: Rc<str>, services: Vec<QueueName>, mut rng:
         callers.spawn_local(async move {
             let mut calls = 0u64;
             loop {
-                tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+                tokio::time::sleep(Duration::from_millis(
+                    rng.below(CALL_PAUSE_MAX.as_millis() as u64),
+                ))
+                .await;
                 calls += 1;
                 let service = rng.pick(&services).clone();
                 let payload = Bytes::from(format!("{actor}/call{calls}"));

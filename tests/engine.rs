@@ -688,6 +688,63 @@ fn a_send_over_the_stored_bytes_limit_is_refused_and_leaves_no_trace() {
     assert_eq!(payloads(&all), ["1234"]);
 }
 
+/// Issue 19: a queue at its byte limit refuses its own Sends, naming itself and the limit,
+/// and no other queue's; an Ack makes room again; the switch-wide limit still guards the sum.
+#[test]
+fn a_queue_at_its_byte_limit_refuses_its_own_sends_and_no_other_queues() {
+    let mut h = Harness::with_config(Config {
+        queue_bytes_max: 6,
+        stored_bytes_max: 14,
+        ..Config::default()
+    });
+    h.login(1, "a");
+    for name in ["flooded", "other", "third"] {
+        h.call(1, Request::CreatePersistent(name.into()));
+    }
+    h.send(1, "flooded", "1234");
+    let at_the_limit = h
+        .send(1, "flooded", "56")
+        .expect("exactly at the limit fits");
+    let refusal = |reply: Reply| match reply {
+        Reply::Error(error) => (error.status, error.text),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refusal(h.call(1, send("flooded", "7", "r"))),
+        (
+            429,
+            "queue flooded is full (limit 6 payload bytes)".to_owned()
+        ),
+        "one byte past the limit"
+    );
+    let other = h
+        .send(1, "other", "123456")
+        .expect("another queue is not refused");
+    let stats = h.engine.stats();
+    assert_eq!((stats.payload_bytes, stats.limits_hit.queue_bytes), (12, 1));
+    // Both queues are under their own limit but the switch is full: the last guard.
+    h.call(1, Request::Ack(at_the_limit));
+    let Reply::Error(full) = h.call(1, send("third", "xxxxx", "r")) else {
+        panic!("the switch-wide limit still applies")
+    };
+    assert!(
+        full.text.starts_with("switch storage is full"),
+        "{}",
+        full.text
+    );
+    assert!(
+        h.send(1, "third", "xxxx").is_some(),
+        "at the switch-wide limit exactly"
+    );
+    h.call(1, Request::Ack(other));
+    assert!(
+        h.send(1, "flooded", "56").is_some(),
+        "room again after an Ack"
+    );
+    let hits = h.engine.stats().limits_hit;
+    assert_eq!((hits.queue_bytes, hits.stored_bytes), (1, 1));
+}
+
 #[test]
 fn large_transfer_replies_are_cut_at_a_message_boundary() {
     let mut h = Harness::with_config(Config {

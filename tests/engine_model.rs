@@ -108,10 +108,14 @@ struct Model {
     /// Most messages in one Transfer reply (payloads are one byte each, so the engine's
     /// byte limit is a message count here).
     reply_messages: usize,
+    /// Most messages one queue may hold: the per-queue byte limit, in one-byte payloads.
+    queue_messages: usize,
+    /// Most messages all queues may hold together: the switch-wide byte limit.
+    stored_messages: usize,
 }
 
 impl Model {
-    fn new(reply_messages: usize) -> Self {
+    fn new(reply_messages: usize, queue_messages: usize, stored_messages: usize) -> Self {
         Self {
             now: START,
             next_id: START / 1000,
@@ -119,6 +123,8 @@ impl Model {
             queues: BTreeMap::new(),
             parked: BTreeMap::new(),
             reply_messages,
+            queue_messages,
+            stored_messages,
         }
     }
 
@@ -374,7 +380,16 @@ impl Run {
                         },
                     },
                 };
+                let stored: usize = model.queues.values().map(|q| q.messages.len()).sum();
                 let sent = match model.queues.get_mut(name) {
+                    // The queue's own limit first, then the switch's (429 either way).
+                    Some(q)
+                        if logged_in
+                            && (q.messages.len() >= model.queue_messages
+                                || stored >= model.stored_messages) =>
+                    {
+                        return (request, Some(Seen::Error(429)));
+                    }
                     Some(q) if logged_in => {
                         let id = model.next_id;
                         model.next_id += 1;
@@ -499,14 +514,18 @@ proptest! {
     fn engine_matches_the_reference_model(
         ops in proptest::collection::vec(op(), 1..60),
         reply_messages in prop_oneof![Just(usize::MAX), 1..4usize],
+        queue_messages in prop_oneof![Just(usize::MAX), 1..5usize],
+        stored_messages in prop_oneof![Just(usize::MAX), 2..9usize],
     ) {
         let config = Config {
             transfer_reply_bytes_max: reply_messages,
+            queue_bytes_max: queue_messages,
+            stored_bytes_max: stored_messages,
             ..Config::default()
         };
         let mut run = Run {
             engine: Engine::new(config, Timestamp::from_unix_nanos(START)),
-            model: Model::new(reply_messages),
+            model: Model::new(reply_messages, queue_messages, stored_messages),
             next_request: 0,
         };
         for op in &ops {

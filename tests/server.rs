@@ -463,3 +463,59 @@ async fn timeouts_that_are_not_finite_get_400_with_a_reason() {
     }
     assert_eq!(raw.get("/persistent/still-here").await.status, 200);
 }
+
+/// Issue 19: a queue flooded to its byte limit refuses its own Sends with a one-line 429
+/// naming it, over the wire, while a well-behaved caller's queue on another connection keeps
+/// taking Sends; its room comes back once its messages are acked.
+#[tokio::test]
+async fn a_flooded_queue_refuses_its_own_sends_and_no_other_queues() {
+    let (_switch, _dir, path) = unix_switch(Config {
+        engine: engine::Config {
+            queue_bytes_max: 100,
+            stored_bytes_max: 1000,
+            ..engine::Config::default()
+        },
+        ..config()
+    })
+    .await;
+    let mut flooder = Raw::new(UnixStream::connect(&path).await.unwrap());
+    flooder.login("flooder").await;
+    flooder.get("/persistent/flooded").await;
+    let mut pair = Raw::new(UnixStream::connect(&path).await.unwrap());
+    pair.login("pair").await;
+    pair.get("/persistent/service").await;
+    let ten = [b'f'; 10];
+    let mut last_id = String::new();
+    for _ in 0..10 {
+        let sent = flooder.call("POST", "/request/flooded/r", &ten).await;
+        assert_eq!(sent.status, 200, "{}", sent.text());
+        last_id = sent.text();
+    }
+    // At the limit exactly: one more byte is refused, with the queue and the limit named.
+    let refused = flooder.call("POST", "/request/flooded/r", b"x").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        refused.text(),
+        "queue flooded is full (limit 100 payload bytes)"
+    );
+    for _ in 0..5 {
+        let sent = pair.call("POST", "/request/service/r", &[b'p'; 20]).await;
+        assert_eq!(
+            sent.status,
+            200,
+            "the other queue takes Sends: {}",
+            sent.text()
+        );
+    }
+    let acked = flooder.get(&format!("/ack/{}", ack_path(&last_id))).await;
+    assert_eq!(acked.status, 200, "{}", acked.text());
+    let sent = flooder.call("POST", "/request/flooded/r", &ten).await;
+    assert_eq!(sent.status, 200, "room again after an Ack: {}", sent.text());
+}
+
+/// The `/ack/NAME/ID` path of a Send's `[["NAME",ID]]` reply.
+fn ack_path(sent: &str) -> String {
+    let inner = sent.trim_start_matches("[[\"").trim_end_matches("]]");
+    let (name, id) = inner.split_once("\",").expect("a sent id");
+    format!("{name}/{id}")
+}

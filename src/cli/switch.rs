@@ -89,6 +89,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = engine::Config::default().queue_messages_max)]
     pub queue_messages_max: usize,
 
+    /// Most payload bytes one queue may hold; a Send past it gets 429 naming the queue, so
+    /// that one flooded queue refuses only its own Sends. Default: a quarter of
+    /// --stored-bytes-max.
+    #[arg(long, value_name = "BYTES")]
+    pub queue_bytes_max: Option<usize>,
+
     /// Most payload bytes stored in all queues together.
     #[arg(long, value_name = "BYTES", default_value_t = engine::Config::default().stored_bytes_max)]
     pub stored_bytes_max: usize,
@@ -211,6 +217,9 @@ impl Args {
                 name_bytes_max: self.name_bytes_max,
                 queues_max: self.queues_max,
                 queue_messages_max: self.queue_messages_max,
+                queue_bytes_max: self
+                    .queue_bytes_max
+                    .unwrap_or_else(|| engine::default_queue_bytes_max(self.stored_bytes_max)),
                 stored_bytes_max: self.stored_bytes_max,
                 wait_timeout_max: Duration::from_secs_f64(self.wait_timeout_max),
                 trace_entries_max: self.trace_entries,
@@ -250,4 +259,51 @@ fn parse_octal_mode(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|mode| *mode <= 0o7777)
         .ok_or_else(|| format!("not an octal file mode: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_of(argv: &[&str], file: &str) -> Config {
+        let argv: Vec<std::ffi::OsString> = ["message-switch", "--config", "switch.conf"]
+            .iter()
+            .chain(argv)
+            .map(Into::into)
+            .collect();
+        let merged = crate::config::merge_text(
+            &command(),
+            CONFIG_ID,
+            argv,
+            std::path::Path::new("switch.conf"),
+            file,
+        )
+        .expect("the file reads");
+        Args::parse_from(merged)
+            .config()
+            .expect("consistent options")
+    }
+
+    /// The per-queue byte limit defaults to a quarter of the switch-wide one, whatever that
+    /// is, so that a lowered store still isolates its queues; the flag and the config-file
+    /// field both set it, the flag winning.
+    #[test]
+    fn the_queue_byte_limit_defaults_to_a_quarter_of_the_store() {
+        let engine = |argv: &[&str], file: &str| config_of(argv, file).engine;
+        let default = engine(&[], "()");
+        assert_eq!(default.queue_bytes_max, 1 << 30);
+        assert_eq!(default.stored_bytes_max, 4 << 30);
+        assert_eq!(
+            engine(&["--stored-bytes-max", "1000"], "()").queue_bytes_max,
+            250
+        );
+        assert_eq!(
+            engine(&[], "((stored-bytes-max 1000) (queue-bytes-max 7))").queue_bytes_max,
+            7
+        );
+        assert_eq!(
+            engine(&["--queue-bytes-max", "9"], "((queue-bytes-max 7))").queue_bytes_max,
+            9
+        );
+    }
 }

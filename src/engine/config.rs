@@ -12,6 +12,9 @@ pub struct Config {
     pub queues_max: usize,
     /// Most messages one queue may hold.
     pub queue_messages_max: usize,
+    /// Most payload bytes one queue may hold, so that one flooded queue refuses its own
+    /// Sends and no other queue's (`stored_bytes_max` stays the last guard over all of them).
+    pub queue_bytes_max: usize,
     /// Most payload bytes stored in all queues together.
     pub stored_bytes_max: usize,
     /// Longest Transfer or Trace wait a client may ask for.
@@ -61,6 +64,7 @@ impl Default for Config {
             name_bytes_max: 1024,
             queues_max: 100_000,
             queue_messages_max: 4_000_000,
+            queue_bytes_max: default_queue_bytes_max(4 << 30),
             stored_bytes_max: 4 << 30,
             wait_timeout_max: Duration::from_secs(3600),
             logins_per_connection_max: 64,
@@ -71,4 +75,13 @@ impl Default for Config {
             ack_sync: AckSync::Strict,
         }
     }
+}
+
+/// The default per-queue byte limit for a switch-wide limit of `stored_bytes_max`: a
+/// quarter of it. One flooded queue then leaves three quarters of the store to every other
+/// queue (it takes four flooded queues to fill the switch), while a queue of the real
+/// toolstack, which holds a few RPC requests of at most a few MiB at a time, stays orders of
+/// magnitude below it (1 GiB with the default 4 GiB store).
+pub fn default_queue_bytes_max(stored_bytes_max: usize) -> usize {
+    stored_bytes_max / 4
 }

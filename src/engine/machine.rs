@@ -117,6 +117,8 @@ pub struct LimitHits {
     pub queues: u64,
     /// Sends refused because the queue held `queue_messages_max` messages.
     pub queue_messages: u64,
+    /// Sends refused because they would pass their queue's `queue_bytes_max`.
+    pub queue_bytes: u64,
     /// Sends refused because they would pass `stored_bytes_max`.
     pub stored_bytes: u64,
     /// Transfers and Trace reads refused for a timeout above `wait_timeout_max`.
@@ -601,6 +603,16 @@ impl Engine {
                 format!(
                     "queue {queue} is full (limit {} messages)",
                     self.config.queue_messages_max
+                ),
+            ));
+        }
+        if stored.payload_bytes + message.payload.len() > self.config.queue_bytes_max {
+            self.counters.limits_hit.queue_bytes += 1;
+            return Err(ErrorReply::new(
+                429,
+                format!(
+                    "queue {queue} is full (limit {} payload bytes)",
+                    self.config.queue_bytes_max
                 ),
             ));
         }

@@ -27,7 +27,7 @@ mod state;
 mod time;
 mod trace;
 
-pub use config::{AckSync, Config};
+pub use config::{default_queue_bytes_max, AckSync, Config};
 pub use machine::{
     changes_durable_state, ConnectionId, Engine, EngineStats, LimitHits, Output, QueueSummary,
     RequestId,

@@ -351,31 +351,26 @@ async fn session<C: Connector>(connector: &C, token: String) -> Result<Connectio
     Ok(connection)
 }
 
-/// Scenario 1: Four connections send requests to one queue as fast as they can, past the switch's
-/// stored-bytes limit.
+/// Scenario 1: Four connections send requests to one queue as fast as they can, past its
+/// per-queue byte limit (issue 19), with no `--queue-messages-max`: the flooded queue refuses
+/// its own Sends and the pair's queues none (a refused call of the pair fails the run).
 async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outcome> {
     const FLOODERS: usize = 4;
     let requests = scale.of(1_000_000, 4_000);
-    // A quarter of what the flood sends, up to 64 MiB: the limit is always reached.
+    // A quarter of what the flood sends, up to 64 MiB; the per-queue limit keeps its default,
+    // a quarter of that, so the flooded queue always reaches it and never the store's.
     let stored_bytes_max = (requests as u64 * 1024 / 4).min(64 << 20);
+    let queue_bytes_max =
+        message_switch::engine::default_queue_bytes_max(stored_bytes_max as usize) as u64;
     progress(&format!(
         "flood: {requests} requests of 1 KiB by {FLOODERS} connections"
     ));
-    // The stored-bytes limit is shared by every queue: a flood that reached it would refuse
-    // everyone's sends, the pair's too. The per-queue limit, set to half of it, is what
-    // isolates the other queues from one flooded queue.
-    let queue_messages_max = (stored_bytes_max / 1024 / 2).to_string();
     let limit = stored_bytes_max.to_string();
     let target = Target::start(
         binary,
         scratch,
         "flood",
-        &[
-            "--stored-bytes-max",
-            &limit,
-            "--queue-messages-max",
-            &queue_messages_max,
-        ],
+        &["--stored-bytes-max", &limit],
         None,
     )?;
     let pair = Pair::open(&target, scale).await?;
@@ -441,13 +436,15 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
     );
     outcome.figure(format!(
         "{accepted} stored + {refused} refused in {:.1} s; peak RSS {:.0} MiB (start {:.0} MiB) \
-         with a {:.0} MiB stored-bytes limit and {queue_messages_max} messages per queue; \
-         stored {:.0} MiB",
+         with a {:.0} MiB stored-bytes limit, its default {:.0} MiB per queue and no \
+         --queue-messages-max; stored {:.0} MiB; the pair's {} calls never refused",
         elapsed.as_secs_f64(),
         mib(peak),
         mib(rss_before),
         mib(stored_bytes_max),
-        stored / f64::from(1 << 20)
+        mib(queue_bytes_max),
+        stored / f64::from(1 << 20),
+        outcome.quiet.count() + outcome.during.count(),
     ));
     // The limit bounds payload bytes; each stored message also costs its bookkeeping and
     // the allocator's slack, which is what the overhead below has to cover.
@@ -462,6 +459,22 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
     outcome.check(
         refused > 0 || accepted < requests as u64,
         "the limit never refused a send".into(),
+    );
+    // What the flooded queue holds is its own limit, not the store's: every other queue
+    // still has the rest of the store.
+    outcome.check(
+        accepted * 1024 <= queue_bytes_max,
+        format!(
+            "the flooded queue holds {accepted} KiB, above its limit of {:.0} MiB",
+            mib(queue_bytes_max)
+        ),
+    );
+    outcome.check(
+        stored <= (stored_bytes_max - queue_bytes_max) as f64,
+        format!(
+            "{:.0} MiB stored: the flood reached into the last quarter of the store",
+            stored / f64::from(1 << 20)
+        ),
     );
     Ok(outcome)
 }
