@@ -677,6 +677,7 @@ async fn switch_host(
         config.body_bytes_max = limits.body_bytes_max;
         config.connections_max = limits.connections_max;
         config.client_limits = limits.client_limits;
+        config.refusal_delay_max = limits.refusal_delay_max;
     }
     let switch = match storage {
         Some((storage, durability)) => {

@@ -47,6 +47,8 @@ pub struct Limits {
     pub connections_max: usize,
     /// The per-client connection limits (a client host is one client).
     pub client_limits: ClientLimits,
+    /// The longest hold of a refusal on a connection refused again and again.
+    pub refusal_delay_max: Duration,
 }
 
 /// What the workload of a seed needs from the switch to keep working, from which the drawn
@@ -68,6 +70,7 @@ impl Limits {
             body_bytes_max: server.body_bytes_max,
             connections_max: server.connections_max,
             client_limits: server.client_limits,
+            refusal_delay_max: server.refusal_delay_max,
         }
     }
 
@@ -109,11 +112,20 @@ impl Limits {
             engine.stored_bytes_max as u64 / 4,
             engine.stored_bytes_max as u64,
         ) as usize;
+        // Drawn last for the same reason. Half the seeds hold no refusal, so that bursts
+        // against a full queue go on long enough to reach the byte limits too; the others
+        // hold up to the default or a little of it, in virtual time.
+        let refusal_delay_max = if rng.chance(0.5) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rng.range(1, 100))
+        };
         Limits {
             engine,
             body_bytes_max,
             connections_max,
             client_limits: ClientLimits::default(),
+            refusal_delay_max,
         }
     }
 
@@ -122,7 +134,7 @@ impl Limits {
         let e = &self.engine;
         format!(
             "reply {}B, body {}B, name {}B, {} queues, {} msgs/queue, {}B/queue, stored {}B, \
-             trace {}/{}B, wait {}s, {} logins/conn, {} conns",
+             trace {}/{}B, wait {}s, {} logins/conn, {} conns, refusals held {}ms",
             e.transfer_reply_bytes_max,
             self.body_bytes_max,
             e.name_bytes_max,
@@ -134,7 +146,8 @@ impl Limits {
             e.trace_bytes_max,
             e.wait_timeout_max.as_secs(),
             e.logins_per_connection_max,
-            self.connections_max
+            self.connections_max,
+            self.refusal_delay_max.as_millis()
         )
     }
 }

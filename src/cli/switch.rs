@@ -123,6 +123,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub client_connect_burst: u32,
 
+    /// Longest hold, in seconds, of a 429 on a connection that keeps being refused: after 8
+    /// refusals in a row each next one is held 1 ms, doubling up to this, so that a client
+    /// flooding a full queue slows itself and not the switch. 0: never hold.
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = Config::default().refusal_delay_max.as_secs_f64())]
+    pub refusal_delay_max: f64,
+
     /// Seconds a connection may take to send a request head once it has started one (and
     /// then its body); slower ones are closed. Idle connections are never timed out. 0: no
     /// limit.
@@ -205,6 +212,8 @@ impl Args {
         {
             return Err("--client-connects-per-second must be a non-negative number".into());
         }
+        let refusal_delay_max = Duration::try_from_secs_f64(self.refusal_delay_max)
+            .map_err(|_| "--refusal-delay-max must be a non-negative number of seconds")?;
         if !(self.compaction_ratio.is_finite() && self.compaction_ratio >= 0.0) {
             return Err("--compaction-ratio must be a non-negative number".into());
         }
@@ -236,6 +245,7 @@ impl Args {
                 connects_per_second: self.client_connects_per_second,
                 connect_burst: self.client_connect_burst,
             },
+            refusal_delay_max,
             request_head_timeout: (self.request_head_timeout > 0.0)
                 .then(|| Duration::from_secs_f64(self.request_head_timeout)),
             metrics_queues_max: self.metrics_queues_max,

@@ -131,6 +131,10 @@ pub(crate) struct ClientCounts {
     /// Driver turns that ended this client's share with commands of its still waiting
     /// (`fairness`): it had more work than its share while others had some too.
     pub(crate) turns_cut_short: u64,
+    /// Refusals held back because this client's connection kept being refused
+    /// (`refusal_backoff`), and their total hold.
+    pub(crate) refusals_held: u64,
+    pub(crate) refusals_held_time: Duration,
 }
 
 impl ClientCounts {
@@ -142,7 +146,11 @@ impl ClientCounts {
     /// How much the limits and the fair scheduling have held this client back: what the
     /// views rank clients by.
     pub(crate) fn trouble(&self) -> (u64, u64, u64) {
-        (self.refused(), self.held, self.turns_cut_short)
+        (
+            self.refused() + self.refusals_held,
+            self.held,
+            self.turns_cut_short,
+        )
     }
 }
 
@@ -258,6 +266,14 @@ impl Admission {
             if let Some(entry) = state.clients.get_mut(client) {
                 entry.counts.turns_cut_short += 1;
             }
+        }
+    }
+
+    /// Counts one refusal of `client`'s held back for `delay` (`refusal_backoff`).
+    pub(crate) fn count_refusal_held(&self, client: ClientId, delay: Duration) {
+        if let Some(entry) = self.lock().clients.get_mut(&client) {
+            entry.counts.refusals_held += 1;
+            entry.counts.refusals_held_time += delay;
         }
     }
 

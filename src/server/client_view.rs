@@ -32,14 +32,16 @@ pub(crate) fn clients_json(admission: &Admission) -> Vec<u8> {
         // A client's label is made of digits, letters, '=', '.', ':' and spaces: no escaping.
         let _ = write!(
             out,
-            "{{\"client\":\"{client}\",\"open\":{},\"accepted\":{},\"held\":{},\"held_s\":{},\"refused_connections\":{},\"refused_rate\":{},\"turns_cut_short\":{}}}",
+            "{{\"client\":\"{client}\",\"open\":{},\"accepted\":{},\"held\":{},\"held_s\":{},\"refused_connections\":{},\"refused_rate\":{},\"turns_cut_short\":{},\"refusals_held\":{},\"refusals_held_s\":{}}}",
             counts.open,
             counts.accepted,
             counts.held,
             json_number(counts.held_time.as_secs_f64()),
             counts.refused_open,
             counts.refused_rate,
-            counts.turns_cut_short
+            counts.turns_cut_short,
+            counts.refusals_held,
+            json_number(counts.refusals_held_time.as_secs_f64())
         );
     }
     out.push_str("]}");
@@ -81,8 +83,8 @@ mod tests {
         assert_eq!(
             json,
             "{\"limits\":{\"connections_max\":1,\"connects_per_second\":0,\"connect_burst\":1},\"remembered\":2,\"clients\":[\
-             {\"client\":\"ip=10.0.0.9\",\"open\":1,\"accepted\":1,\"held\":0,\"held_s\":0,\"refused_connections\":1,\"refused_rate\":0,\"turns_cut_short\":0},\
-             {\"client\":\"uid=0 pid=1\",\"open\":1,\"accepted\":1,\"held\":0,\"held_s\":0,\"refused_connections\":0,\"refused_rate\":0,\"turns_cut_short\":0}]}"
+             {\"client\":\"ip=10.0.0.9\",\"open\":1,\"accepted\":1,\"held\":0,\"held_s\":0,\"refused_connections\":1,\"refused_rate\":0,\"turns_cut_short\":0,\"refusals_held\":0,\"refusals_held_s\":0},\
+             {\"client\":\"uid=0 pid=1\",\"open\":1,\"accepted\":1,\"held\":0,\"held_s\":0,\"refused_connections\":0,\"refused_rate\":0,\"turns_cut_short\":0,\"refusals_held\":0,\"refusals_held_s\":0}]}"
         );
     }
 }

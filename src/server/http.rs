@@ -24,6 +24,7 @@ use super::client::ClientId;
 use super::driver::Command;
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
+use super::refusal_backoff::RefusalBackoff;
 use super::shutdown_signal::Stopping;
 use super::transfer_body::TransferBody;
 use super::{web, Shared};
@@ -107,13 +108,20 @@ where
     let io = HeadTimeoutIo::new(io, head_timeout, tracker.clone(), over_limit);
     let service_shared = shared.clone();
     let refusal: Option<Arc<str>> = refusal.map(Arc::from);
+    let backoff = Arc::new(RefusalBackoff::default());
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
         let refusal = refusal.clone();
+        let backoff = backoff.clone();
         // The head is complete: stop its timer until this request has been answered.
         let serving = Serving::start(&tracker);
         async move {
-            let response = handle(shared, connection, refusal.as_deref(), request).await;
+            let asker = Asker {
+                connection,
+                client,
+                backoff: &backoff,
+            };
+            let response = handle(shared, asker, refusal.as_deref(), request).await;
             drop(serving);
             Ok::<_, Infallible>(response)
         }
@@ -169,10 +177,17 @@ async fn wait_unless_stopping(shared: &Shared, hold: Duration) -> bool {
     }
 }
 
+/// Who asks a request: its connection, the connection's client and its run of refusals.
+struct Asker<'a> {
+    connection: ConnectionId,
+    client: ClientId,
+    backoff: &'a RefusalBackoff,
+}
+
 /// Answers one request: with 429 and `refusal` on a connection over a limit.
 async fn handle(
     shared: Arc<Shared>,
-    connection: ConnectionId,
+    asker: Asker<'_>,
     refusal: Option<&str>,
     request: hyper::Request<Incoming>,
 ) -> Response<Either<Full<Bytes>, TransferBody>> {
@@ -199,7 +214,16 @@ async fn handle(
     let (route, response) = match Request::route(parts.method.as_str(), path, body) {
         Ok(request) => {
             let route = Route::of(&request);
-            (route, dispatch(&shared, connection, request).await)
+            let response = dispatch(&shared, asker.connection, request).await;
+            let delay = asker
+                .backoff
+                .delay_for(response.status(), shared.config.refusal_delay_max);
+            if !delay.is_zero() {
+                shared.admission.count_refusal_held(asker.client, delay);
+                // A shutdown answers at once: the connection is about to close anyway.
+                wait_unless_stopping(&shared, delay).await;
+            }
+            (route, response)
         }
         Err(error) => (
             Route::Invalid,

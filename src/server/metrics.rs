@@ -332,7 +332,7 @@ type ClientSeries = (
 /// limits or the fair turns, and why. `clients` are the ones to list (the caller bounds and
 /// ranks them).
 fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
-    let series: [ClientSeries; 5] = [
+    let series: [ClientSeries; 7] = [
         (
             "message_switch_client_connections",
             "gauge",
@@ -362,6 +362,18 @@ fn client_series(out: &mut String, clients: &[(ClientId, ClientCounts)]) {
             "counter",
             "Driver turns that ended a client's share of the engine's work with some of it still waiting (it sent more than its share while others had work too).",
             |c| c.turns_cut_short as f64,
+        ),
+        (
+            "message_switch_client_refusals_held_total",
+            "counter",
+            "429s held back before they were written because the client's connection kept being refused (--refusal-delay-max).",
+            |c| c.refusals_held as f64,
+        ),
+        (
+            "message_switch_client_refusals_held_seconds_total",
+            "counter",
+            "Time a client's refusals were held back.",
+            |c| c.refusals_held_time.as_secs_f64(),
         ),
     ];
     let labels: Vec<String> = clients

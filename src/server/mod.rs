@@ -22,6 +22,7 @@ mod http;
 mod id_hash;
 mod inspection;
 mod metrics;
+mod refusal_backoff;
 mod runtime;
 mod sampler;
 mod shutdown_signal;
@@ -67,6 +68,10 @@ pub struct Config {
     /// connections between requests are never timed out: sessions live on them. `None`: no
     /// limit.
     pub request_head_timeout: Option<Duration>,
+    /// The longest a 429 is held back on a connection that keeps being refused
+    /// (`refusal_backoff`: after 8 refusals in a row, each next one waits 1 ms, doubling up
+    /// to this). Zero: refusals are never held.
+    pub refusal_delay_max: Duration,
     /// Requests queued for the engine before handlers wait (back-pressure).
     pub command_queue_len: usize,
     /// How long a shutdown waits for in-flight requests before giving up on them.
@@ -94,6 +99,10 @@ impl Default for Config {
             // Generous for any real client (a head is a few hundred bytes), short enough that
             // slow-header clients cannot pin connections for long.
             request_head_timeout: Some(Duration::from_secs(120)),
+            // Long enough that a flooding connection costs the switch next to nothing (a few
+            // requests a second), short enough that a client which retries after a full
+            // queue drains barely notices.
+            refusal_delay_max: Duration::from_millis(100),
             command_queue_len: 4096,
             drain_timeout: Duration::from_secs(5),
             metrics_queues_max: 100,

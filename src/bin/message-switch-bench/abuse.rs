@@ -381,6 +381,9 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
     let refused = Arc::new(AtomicU64::new(0));
     let pid = target.process.pid();
     let connector = TcpConnector::new(target.tcp().to_string());
+    // Bounded by time as well as by count: once the queue is full, the switch holds each
+    // flooder's refusals back (--refusal-delay-max), so the count alone would take hours.
+    let flood_end = Instant::now() + Duration::from_secs_f64((30.0 * scale.0).clamp(3.0, 30.0));
     let flooding = async {
         let mut flooders = JoinSet::new();
         for index in 0..FLOODERS {
@@ -393,6 +396,9 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
                 connection.create_persistent(&queue).await?;
                 let body = Bytes::from(vec![b'x'; 1024]);
                 for _ in 0..count {
+                    if Instant::now() >= flood_end {
+                        break;
+                    }
                     match connection.send_request(&queue, &queue, body.clone()).await {
                         Ok(_) => accepted.fetch_add(1, Ordering::Relaxed),
                         Err(_) if connection.is_usable() => refused.fetch_add(1, Ordering::Relaxed),
@@ -435,10 +441,11 @@ async fn flood(binary: &Path, scratch: &ScratchDir, scale: Scale) -> Result<Outc
         refused.load(Ordering::Relaxed),
     );
     outcome.figure(format!(
-        "{accepted} stored + {refused} refused in {:.1} s; peak RSS {:.0} MiB (start {:.0} MiB) \
+        "{accepted} stored + {refused} refused in {:.1} s ({:.0} requests/s); peak RSS {:.0} MiB (start {:.0} MiB) \
          with a {:.0} MiB stored-bytes limit, its default {:.0} MiB per queue and no \
          --queue-messages-max; stored {:.0} MiB; the pair's {} calls never refused",
         elapsed.as_secs_f64(),
+        (accepted + refused) as f64 / elapsed.as_secs_f64(),
         mib(peak),
         mib(rss_before),
         mib(stored_bytes_max),

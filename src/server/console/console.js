@@ -660,6 +660,7 @@ function clientTrouble(client) {
   if (since("refused_rate") > 0) reasons.push(`refused ${since("refused_rate")}: too fast`);
   if (since("held") > 0) reasons.push(`held back ${since("held")}: connecting too fast`);
   if (since("turns_cut_short") > 0) reasons.push(`slowed: more than its share`);
+  if (since("refusals_held") > 0) reasons.push(`${since("refusals_held")} refusals held: keeps sending what is refused`);
   return reasons;
 }
 
