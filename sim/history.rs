@@ -71,6 +71,9 @@ pub struct Probe {
     pub tcp_streams: usize,
     /// Snapshots this incarnation's journal has written (0 without a journal).
     pub compactions: u64,
+    /// Stores this incarnation's Acks withdrew before the writer took them (0 without a
+    /// journal).
+    pub stores_withdrawn: u64,
 }
 
 /// One entry of the history.

@@ -47,7 +47,14 @@ const DEFAULT_SEEDS: u64 = 8;
 /// - 9, 25: durable with lazy acks and switch crashes; with a deliberate bug that never
 ///   journalled a lazy ack, acked requests came back after a crash although a later Send had
 ///   had its (synced) 200 (invariant 2). Kept as the lazy-ack window's check.
-const REGRESSION_SEEDS: &[u64] = &[9, 25, 189, 580, 5977];
+/// - 15: durable with strict acks, a slow disk and switch crashes; with a deliberate bug that
+///   kept a store its Ack claimed to have withdrawn from the journal's inbox, acked requests
+///   came back after a crash (invariant 2). Kept as the withdrawal's check (seed 11 caught it
+///   too).
+const REGRESSION_SEEDS: &[u64] = &[9, 15, 25, 189, 580, 5977];
+
+/// The summary line's count of stores withdrawn by their Acks (summed like the limits' hits).
+const WITHDRAWN: &str = "stores_withdrawn";
 
 /// Hostile seeds the default run covers (each attack in memory and durable).
 const DEFAULT_HOSTILE_SEEDS: u64 = 6;
@@ -111,13 +118,14 @@ fn judge(
             .filter(|(_, action)| *action == harness::Action::CrashSwitch)
             .count();
         // Each incarnation's journal counts its own snapshots: add up each one's last count.
-        let mut compactions_by_epoch = std::collections::BTreeMap::new();
+        let mut journal_by_epoch = std::collections::BTreeMap::new();
         for event in &run.events {
             if let history::What::Probe(probe) = &event.what {
-                compactions_by_epoch.insert(probe.epoch, probe.compactions);
+                journal_by_epoch.insert(probe.epoch, (probe.compactions, probe.stores_withdrawn));
             }
         }
-        let compactions: u64 = compactions_by_epoch.values().sum();
+        let compactions: u64 = journal_by_epoch.values().map(|(c, _)| c).sum();
+        let withdrawn: u64 = journal_by_epoch.values().map(|(_, w)| w).sum();
         let storage =
             match run.plan.durability {
                 Some(durability) => format!(
@@ -140,7 +148,7 @@ fn judge(
         println!(
             "seed {}: {storage}, {} hosts, {} faults ({switch_crashes} switch crashes), {ops} \
              requests, {calls} calls, {} connections, {:.1}s virtual, digest {digest:016x}; \
-             {limits_drawn}; hits: {}",
+             {limits_drawn}; hits: {} {WITHDRAWN}={withdrawn}",
             run.plan.seed,
             run.plan.hosts.len(),
             run.plan.faults.len(),
@@ -285,6 +293,12 @@ fn simulation_seeds() {
         assert!(
             never.is_empty(),
             "limits never hit over the default seeds: {never:?} (hits: {hits:?})"
+        );
+        // Issue 20: some Ack withdraws its message's unwritten store (and the crash checks
+        // then judge it), so that the path cannot silently stop being exercised.
+        assert!(
+            hits.get(WITHDRAWN).copied().unwrap_or(0) > 0,
+            "no Ack withdrew an unwritten store over the default seeds (hits: {hits:?})"
         );
     }
 }

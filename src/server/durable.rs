@@ -57,6 +57,11 @@ pub(crate) struct Durability {
     /// The highest id floor submitted (durable or not).
     submitted_floor: i64,
     held: VecDeque<Held>,
+    /// Events persisted since the last reply was gated, and of them how many were Acks that
+    /// withdrew their message's store instead (see [`Durability::persist`]): a reply whose
+    /// every event was withdrawn has nothing to wait for.
+    persisted_since_reply: usize,
+    withdrawn_since_reply: usize,
     /// Set while the journal fails: mutations are refused until a sync succeeds.
     failure: Option<Arc<StoreError>>,
     /// The writer stopped (closed or died): nothing more can be made durable.
@@ -83,6 +88,8 @@ impl Durability {
             durable_floor: recovered_next_index,
             submitted_floor: recovered_next_index,
             held: VecDeque::new(),
+            persisted_since_reply: 0,
+            withdrawn_since_reply: 0,
             failure: None,
             writer_gone: false,
             close_waiters: Vec::new(),
@@ -115,7 +122,19 @@ impl Durability {
     }
 
     /// Takes an event the engine emitted (and already applied).
+    ///
+    /// An Ack of a message whose store is not yet written (still in this wake-up's batch, or
+    /// submitted and not yet taken by the writer) withdraws that store and journals nothing:
+    /// the message then never reaches the disk, so no crash can bring it back, which is all
+    /// a strict Ack promises. The Send that stored it still waits for its own batch's sync.
     pub(crate) fn persist(&mut self, event: Event) {
+        if let Event::MessageAcked { id } = &event {
+            if self.journal.withdraw_stored(id.index, &mut self.batch) {
+                self.withdrawn_since_reply += 1;
+                return;
+            }
+        }
+        self.persisted_since_reply += 1;
         self.batch.push(event);
     }
 
@@ -129,6 +148,13 @@ impl Durability {
         next_index: i64,
     ) -> Option<Reply> {
         let read = !after_sync;
+        let persisted = std::mem::take(&mut self.persisted_since_reply);
+        let withdrawn = std::mem::take(&mut self.withdrawn_since_reply);
+        if after_sync && persisted == 0 && withdrawn > 0 {
+            // Its only change was an Ack that withdrew an unwritten store: nothing of it will
+            // ever be on disk, so there is nothing to sync.
+            return Some(reply);
+        }
         let tag = if after_sync {
             // The latest batch holding an event emitted before this reply.
             if self.batch.is_empty() {
@@ -308,5 +334,122 @@ fn status_of(error: &StoreError) -> u16 {
         507
     } else {
         503
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::engine::Timestamp;
+    use crate::protocol::{Message, MessageId, MessageKind, Origin, QueueName};
+    use crate::store::{MemoryStorage, Options};
+
+    fn id(index: i64) -> MessageId {
+        MessageId {
+            queue: QueueName::from("service"),
+            index,
+        }
+    }
+
+    fn stored(index: i64) -> Event {
+        Event::MessageStored {
+            id: id(index),
+            origin: Origin::Anonymous(0),
+            time: Timestamp::default(),
+            message: Message {
+                payload: Bytes::from_static(b"request"),
+                kind: MessageKind::Request {
+                    reply_to: QueueName::from("caller"),
+                },
+            },
+        }
+    }
+
+    fn acked(index: i64) -> Event {
+        Event::MessageAcked { id: id(index) }
+    }
+
+    /// One request's events and its reply (which waits for a sync), as the driver passes
+    /// them; returns whether the reply may leave at once.
+    fn change(durability: &mut Durability, request: u64, events: Vec<Event>) -> bool {
+        for event in events {
+            durability.persist(event);
+        }
+        durability
+            .gate(RequestId(request), Reply::Empty, true, 0)
+            .is_some()
+    }
+
+    /// Lets the writer task run until it sleeps in its (virtual) sync.
+    async fn let_writer_take() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_of_an_unwritten_store_withdraws_it_and_waits_for_nothing() {
+        let storage = MemoryStorage::new();
+        let options = Options {
+            simulated_sync_delay: Duration::from_millis(10),
+            ..Options::default()
+        };
+        let opened = store::open_on_runtime(storage.clone(), &options).unwrap();
+        let histogram = Arc::new(Histogram::default());
+        let mut durability = Durability::new(opened.journal, 0, histogram);
+        let created = Event::QueueCreated {
+            name: QueueName::from("service"),
+            owner: None,
+        };
+        assert!(!change(&mut durability, 1, vec![created, stored(1)]));
+        durability.submit(0);
+        let_writer_take().await;
+        // The writer has taken message 1 and syncs it; message 2 waits in its inbox.
+        assert!(!change(&mut durability, 2, vec![stored(2)]));
+        durability.submit(0);
+        assert!(
+            change(&mut durability, 3, vec![acked(2)]),
+            "the ack of a store still in the inbox waits for no sync"
+        );
+        assert!(
+            !change(&mut durability, 4, vec![acked(1)]),
+            "the ack of a store being written waits for its own sync"
+        );
+        // A store and its ack in one wake-up: neither is written.
+        assert!(!change(&mut durability, 5, vec![stored(3)]));
+        assert!(change(&mut durability, 6, vec![acked(3)]));
+        // A store never acked is written, whatever else its batch lost.
+        assert!(!change(&mut durability, 7, vec![stored(4)]));
+        durability.submit(0);
+        assert_eq!(durability.journal.stats().get().stores_withdrawn, 2);
+        // The Sends' replies (1, 2, 5 and 7) and the ack of 1 are released by syncs only.
+        let mut released = Vec::new();
+        while released.len() < 5 {
+            let completion = durability.completion().await;
+            released.extend(
+                durability
+                    .on_completion(completion)
+                    .into_iter()
+                    .map(|(request, _)| request.0),
+            );
+        }
+        released.sort_unstable();
+        assert_eq!(released, [1, 2, 4, 5, 7]);
+        let (waiter, closed) = oneshot::channel();
+        durability.close(0, waiter);
+        loop {
+            let completion = durability.completion().await;
+            durability.on_completion(completion);
+            if durability.closed.is_some() {
+                break;
+            }
+        }
+        closed.await.unwrap().unwrap();
+        // What recovery finds: the queue and the unacked message 4 only.
+        let recovered = store::open_on_runtime(storage, &options).unwrap();
+        let queue = recovered.store.queue(&QueueName::from("service")).unwrap();
+        assert_eq!(queue.messages.keys().copied().collect::<Vec<_>>(), [4]);
     }
 }

@@ -429,6 +429,12 @@ fn journal_counters(out: &mut String, journal: &JournalStats) {
     );
     counter(
         out,
+        "message_switch_journal_stores_withdrawn_total",
+        "Messages acked before the journal writer took their store, so neither was written.",
+        journal.stores_withdrawn,
+    );
+    counter(
+        out,
         "message_switch_journal_compactions_total",
         "Snapshots written by compaction.",
         journal.compactions,

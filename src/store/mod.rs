@@ -41,6 +41,7 @@ mod crc;
 mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inbox;
 mod memory;
 pub mod original;
 mod recovery;
@@ -278,6 +279,9 @@ pub struct JournalStats {
     pub journal_bytes: u64,
     /// Size of the last snapshot.
     pub snapshot_bytes: u64,
+    /// Stores of messages taken back out of the journal's inbox by their Ack before the
+    /// writer took them: messages (and Acks) that were never written.
+    pub stores_withdrawn: u64,
     /// Snapshots written by compaction.
     pub compactions: u64,
     /// Compactions that failed (the journal keeps growing until one succeeds).
@@ -336,6 +340,8 @@ pub enum Completion {
 #[derive(Debug)]
 pub struct Journal {
     sender: mpsc::UnboundedSender<writer::ToWriter>,
+    /// The submitted batches the writer has not taken yet.
+    inbox: Arc<inbox::Inbox>,
     completions: mpsc::UnboundedReceiver<Completion>,
     stats: StatsHandle,
 }
@@ -348,13 +354,40 @@ impl Journal {
     /// mutations and disconnects make events, so what waits here is bounded by the
     /// connection limit.
     pub fn submit(&self, seq: u64, events: Vec<Event>, id_floor: i64) -> Result<(), StoreError> {
+        if self.sender.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.inbox.push(writer::Batch {
+            seq,
+            events,
+            id_floor,
+        });
         self.sender
-            .send(writer::ToWriter::Batch(writer::Batch {
-                seq,
-                events,
-                id_floor,
-            }))
+            .send(writer::ToWriter::Submitted)
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Takes the store of message `index` back out of `unsubmitted` (the events of the
+    /// batch being gathered) or of the batches submitted but not yet taken by the writer, if
+    /// it is still there; returns whether it was. The caller (an Ack of that message) then
+    /// journals nothing: the message is never written, so no crash can bring it back. Once
+    /// the writer has taken the batch, this is `false` and the Ack must be journalled as
+    /// usual.
+    pub fn withdraw_stored(&self, index: i64, unsubmitted: &mut Vec<Event>) -> bool {
+        let in_unsubmitted = unsubmitted.iter().rposition(
+            |event| matches!(event, Event::MessageStored { id, .. } if id.index == index),
+        );
+        let withdrawn = match in_unsubmitted {
+            Some(position) => {
+                unsubmitted.remove(position);
+                true
+            }
+            None => self.inbox.withdraw_stored(index),
+        };
+        if withdrawn {
+            self.stats.update(|s| s.stores_withdrawn += 1);
+        }
+        withdrawn
     }
 
     /// The next report from the writer; `None` once the writer is gone.

@@ -16,6 +16,7 @@ use super::codec::{
     event_size_hint, file_header, put_batch, put_snapshot_end, FileKind, RecordBuilder, TooLarge,
     FILE_HEADER_BYTES,
 };
+use super::inbox::Inbox;
 use super::recovery::{journal_name, recover, snapshot_name, snapshot_temp_name, Active, FileName};
 use super::storage::{Storage, StorageFile};
 use super::{Completion, Journal, Opened, Options, RecoveryReport, StatsHandle, StoreError};
@@ -43,10 +44,12 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
 /// How many times closing retries a failing disk before giving up.
 const CLOSE_ATTEMPTS_MAX: u32 = 5;
 
-/// Messages to the writer.
+/// Messages to the writer. The batches themselves wait in the [`Inbox`] (where an Ack may
+/// still withdraw a store from them); the channel only wakes the writer.
 #[derive(Debug)]
 pub(crate) enum ToWriter {
-    Batch(Batch),
+    /// A batch was added to the inbox.
+    Submitted,
     Close,
 }
 
@@ -59,7 +62,7 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn size_hint(&self) -> usize {
+    pub(crate) fn size_hint(&self) -> usize {
         self.events.iter().map(event_size_hint).sum::<usize>() + 16
     }
 }
@@ -609,20 +612,19 @@ fn send(completions: &mpsc::UnboundedSender<Completion>, completion: Completion)
     let _ = completions.send(completion);
 }
 
-/// Drains every waiting message into `pending` (up to [`GATHER_BYTES_MAX`]); returns whether
-/// a close was asked for.
+/// Drains the writer's wake-ups and takes the waiting batches into `pending` (up to
+/// [`GATHER_BYTES_MAX`]); returns whether a close was asked for.
 fn gather(
     receiver: &mut mpsc::UnboundedReceiver<ToWriter>,
+    inbox: &Inbox,
     pending: &mut Vec<Batch>,
     pending_bytes: &mut usize,
 ) -> bool {
     let mut closing = false;
-    while *pending_bytes < GATHER_BYTES_MAX {
+    // Wake-ups first: every batch submitted before a Close is in the inbox by then.
+    loop {
         match receiver.try_recv() {
-            Ok(ToWriter::Batch(batch)) => {
-                *pending_bytes += batch.size_hint();
-                pending.push(batch);
-            }
+            Ok(ToWriter::Submitted) => {}
             Ok(ToWriter::Close) => closing = true,
             Err(mpsc::error::TryRecvError::Empty) => break,
             Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -631,6 +633,7 @@ fn gather(
             }
         }
     }
+    inbox.take(pending, pending_bytes, GATHER_BYTES_MAX);
     closing
 }
 
@@ -640,17 +643,21 @@ fn journal_handle(
     Journal,
     mpsc::UnboundedReceiver<ToWriter>,
     mpsc::UnboundedSender<Completion>,
+    Arc<Inbox>,
 ) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let (completion_sender, completions) = mpsc::unbounded_channel();
+    let inbox = Arc::new(Inbox::default());
     (
         Journal {
             sender,
+            inbox: inbox.clone(),
             completions,
             stats,
         },
         receiver,
         completion_sender,
+        inbox,
     )
 }
 
@@ -673,7 +680,7 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
         report,
         stats,
     } = prepared;
-    let (journal, mut receiver, completions) = journal_handle(stats.clone());
+    let (journal, mut receiver, completions, inbox) = journal_handle(stats.clone());
     let (to_compactor, compactor_inbox) = std_mpsc::channel::<ToCompactor>();
     let (compactor_results, results) = std_mpsc::channel::<FromCompactor>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -721,14 +728,11 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
             let outcome = loop {
                 if pending.is_empty() && !closing {
                     match receiver.blocking_recv() {
-                        Some(ToWriter::Batch(batch)) => {
-                            pending_bytes += batch.size_hint();
-                            pending.push(batch);
-                        }
+                        Some(ToWriter::Submitted) => {}
                         Some(ToWriter::Close) | None => closing = true,
                     }
                 }
-                closing |= gather(&mut receiver, &mut pending, &mut pending_bytes);
+                closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes);
                 while let Ok(result) = results.try_recv() {
                     compacting = false;
                     match result {
@@ -833,7 +837,7 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
         report,
         stats,
     } = prepared;
-    let (journal, mut receiver, completions) = journal_handle(stats.clone());
+    let (journal, mut receiver, completions, inbox) = journal_handle(stats.clone());
     tokio::spawn(async move {
         let never = AtomicBool::new(false);
         let mut pending: Vec<Batch> = Vec::new();
@@ -844,14 +848,11 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
         let outcome = loop {
             if pending.is_empty() && !closing {
                 match receiver.recv().await {
-                    Some(ToWriter::Batch(batch)) => {
-                        pending_bytes += batch.size_hint();
-                        pending.push(batch);
-                    }
+                    Some(ToWriter::Submitted) => {}
                     Some(ToWriter::Close) | None => closing = true,
                 }
             }
-            closing |= gather(&mut receiver, &mut pending, &mut pending_bytes);
+            closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes);
             if !pending.is_empty() {
                 let mut result = log.write(&pending);
                 if result.is_ok() && !sync_delay.is_zero() {
