@@ -171,6 +171,13 @@ pub struct Args {
     #[arg(long, value_name = "RATIO", default_value_t = store::Options::default().compaction_ratio)]
     pub compaction_ratio: f64,
 
+    /// With --statedir: the nice value of the journal writer thread, which every reply to a
+    /// change waits for (-20 to 19; 0 leaves it at the process's). Lowering it below the
+    /// process's needs CAP_SYS_NICE (root has it); without it the thread keeps its priority.
+    #[arg(long, value_name = "NICE", default_value_t = store::WRITER_NICE_DEFAULT,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub journal_writer_nice: i32,
+
     /// With --statedir: when an Ack is answered. strict: once the ack is on disk, so an
     /// acked message never comes back. lazy: at once, the ack being written with the next
     /// group commit; after a crash, messages acked just before it may be delivered again.
@@ -253,6 +260,7 @@ impl Args {
                 compaction_bytes_min: self.compaction_bytes_min,
                 compaction_ratio: self.compaction_ratio,
                 salvage: self.salvage,
+                writer_nice: self.journal_writer_nice,
                 original_import: match self.statedir_import {
                     StatedirImport::Auto => store::OriginalImport::Auto,
                     StatedirImport::No => store::OriginalImport::No,

@@ -47,6 +47,7 @@ pub mod original;
 mod recovery;
 mod storage;
 mod writer;
+mod writer_priority;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ pub use faults::{Faults, FaultyFile, FaultyStorage};
 pub use memory::{MemoryFile, MemoryStorage};
 pub use original::{ImportReport, OriginalImport};
 pub use storage::{DiskFile, DiskStorage, Storage, StorageFile, LOCK_FILE};
+pub use writer_priority::WRITER_NICE_DEFAULT;
 
 /// How far ahead of the id counter each journalled batch reserves ids.
 ///
@@ -99,6 +101,9 @@ pub struct Options {
     /// Only for [`open_on_runtime`]: how long (in tokio time) each sync takes, so that a
     /// simulated crash can fall between a write and its sync.
     pub simulated_sync_delay: Duration,
+    /// Only for [`open_dir`]: the nice value the journal writer thread asks for (see
+    /// [`WRITER_NICE_DEFAULT`]); 0 leaves the thread at the process's priority.
+    pub writer_nice: i32,
     /// Only for [`open_dir`]: whether the original switch's state found in the directory is
     /// imported (see [`original`]).
     pub original_import: OriginalImport,
@@ -111,6 +116,7 @@ impl Default for Options {
             compaction_ratio: 2.0,
             salvage: false,
             simulated_sync_delay: Duration::ZERO,
+            writer_nice: WRITER_NICE_DEFAULT,
             original_import: OriginalImport::Auto,
         }
     }

@@ -713,9 +713,11 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
             None
         }
     };
+    let writer_nice = log.options.writer_nice;
     let spawned = std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
+            super::writer_priority::apply_to_current_thread(writer_nice);
             let mut pending: Vec<Batch> = Vec::new();
             let mut pending_bytes = 0usize;
             // Durable batches not yet applied to the snapshot thread's shadow state.
