@@ -233,6 +233,11 @@ impl Driver {
                     self.release(id, refusal);
                     return;
                 }
+                if let (Some(durability), Request::CreatePersistent(name)) =
+                    (&mut self.durability, &request)
+                {
+                    durability.expect_create(id, name);
+                }
                 self.engine.handle_request(now, connection, id, request);
             }
             Command::Disconnect(connection) => {

@@ -20,7 +20,7 @@
 //! batch is synced) and when more than `ID_RESERVE / 2` ids are taken within one sync; only
 //! then does such a reply wait for the floor's sync.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::metrics::Histogram;
 use crate::engine::{Event, RequestId};
-use crate::protocol::{ErrorReply, Reply};
+use crate::protocol::{ErrorReply, QueueName, Reply};
 use crate::store::{self, Completion, Journal, StoreError};
 
 /// A reply waiting for its batch to be durable.
@@ -62,6 +62,10 @@ pub(crate) struct Durability {
     /// every event was withdrawn has nothing to wait for.
     persisted_since_reply: usize,
     withdrawn_since_reply: usize,
+    /// Persistent queues created by batches not yet known durable, with that batch.
+    unsynced_creations: HashMap<QueueName, u64>,
+    /// The CreatePersistent whose reply comes next ([`Durability::expect_create`]).
+    create_expected: Option<(RequestId, QueueName)>,
     /// Set while the journal fails: mutations are refused until a sync succeeds.
     failure: Option<Arc<StoreError>>,
     /// The writer stopped (closed or died): nothing more can be made durable.
@@ -90,6 +94,8 @@ impl Durability {
             held: VecDeque::new(),
             persisted_since_reply: 0,
             withdrawn_since_reply: 0,
+            unsynced_creations: HashMap::new(),
+            create_expected: None,
             failure: None,
             writer_gone: false,
             close_waiters: Vec::new(),
@@ -134,8 +140,26 @@ impl Durability {
                 return;
             }
         }
+        match &event {
+            Event::QueueCreated { name, owner: None } => {
+                self.unsynced_creations.insert(name.clone(), self.next_seq);
+            }
+            Event::QueueRemoved { name } => {
+                self.unsynced_creations.remove(name);
+            }
+            _ => {}
+        }
         self.persisted_since_reply += 1;
         self.batch.push(event);
+    }
+
+    /// Says that `request`, about to reach the engine, is a CreatePersistent of `name`. If
+    /// the queue exists already, the request changes nothing, and its 200 (the queue is
+    /// durable) waits only for the batch that created the queue, if that is not durable
+    /// yet, rather than for every change before it: the real clients send one before every
+    /// request, and it used to wait for whatever sync was in flight.
+    pub(crate) fn expect_create(&mut self, request: RequestId, name: &QueueName) {
+        self.create_expected = Some((request, name.clone()));
     }
 
     /// Decides whether `reply` may leave now (returned) or must wait (kept, `None`).
@@ -150,12 +174,20 @@ impl Durability {
         let read = !after_sync;
         let persisted = std::mem::take(&mut self.persisted_since_reply);
         let withdrawn = std::mem::take(&mut self.withdrawn_since_reply);
+        let create = self.create_expected.take().filter(|(r, _)| *r == request);
         if after_sync && persisted == 0 && withdrawn > 0 {
             // Its only change was an Ack that withdrew an unwritten store: nothing of it will
             // ever be on disk, so there is nothing to sync.
             return Some(reply);
         }
-        let tag = if after_sync {
+        let tag = if let Some((_, name)) = create.filter(|_| after_sync && persisted == 0) {
+            // A CreatePersistent of an existing queue: only the queue's creation must be
+            // durable.
+            match self.unsynced_creations.get(&name) {
+                Some(&created_in) => created_in,
+                None => return Some(reply),
+            }
+        } else if after_sync {
             // The latest batch holding an event emitted before this reply.
             if self.batch.is_empty() {
                 self.next_seq - 1
@@ -219,6 +251,10 @@ impl Durability {
         match completion {
             Some(Completion::Synced { through }) => {
                 self.synced = self.synced.max(through);
+                if !self.unsynced_creations.is_empty() {
+                    let synced = self.synced;
+                    self.unsynced_creations.retain(|_, batch| *batch > synced);
+                }
                 let now = Instant::now();
                 while let Some(&(seq, floor, submitted)) = self.in_flight.front() {
                     if seq > through {
@@ -451,5 +487,48 @@ mod tests {
         let recovered = store::open_on_runtime(storage, &options).unwrap();
         let queue = recovered.store.queue(&QueueName::from("service")).unwrap();
         assert_eq!(queue.messages.keys().copied().collect::<Vec<_>>(), [4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_of_an_existing_queue_waits_only_for_the_queue_to_be_durable() {
+        let options = Options {
+            simulated_sync_delay: Duration::from_millis(10),
+            ..Options::default()
+        };
+        let opened = store::open_on_runtime(MemoryStorage::new(), &options).unwrap();
+        let histogram = Arc::new(Histogram::default());
+        let mut durability = Durability::new(opened.journal, 0, histogram);
+        let service = QueueName::from("service");
+        let created = Event::QueueCreated {
+            name: service.clone(),
+            owner: None,
+        };
+        durability.expect_create(RequestId(1), &service);
+        assert!(!change(&mut durability, 1, vec![created]));
+        durability.submit(0);
+        // While its creation is not durable, a CreatePersistent of the queue waits for it.
+        durability.expect_create(RequestId(2), &service);
+        assert!(!change(&mut durability, 2, vec![]));
+        let mut released = Vec::new();
+        while released.len() < 2 {
+            let completion = durability.completion().await;
+            released.extend(durability.on_completion(completion));
+        }
+        // A Send in flight (batch 2), then a CreatePersistent of the now durable queue: it
+        // does not wait for the Send's sync.
+        assert!(!change(&mut durability, 3, vec![stored(1)]));
+        durability.submit(0);
+        durability.expect_create(RequestId(4), &service);
+        assert!(change(&mut durability, 4, vec![]));
+        // Other changes without events still wait for everything before them.
+        assert!(!change(&mut durability, 5, vec![]));
+        // And a CreatePersistent that did create its queue waits for its own batch.
+        let other = QueueName::from("other");
+        durability.expect_create(RequestId(6), &other);
+        let created = Event::QueueCreated {
+            name: other,
+            owner: None,
+        };
+        assert!(!change(&mut durability, 6, vec![created]));
     }
 }
