@@ -155,4 +155,8 @@ impl<F: StorageFile> StorageFile for FaultyFile<F> {
         // Shrinking a file frees space, so it works on a full disk too.
         self.inner.truncate(len)
     }
+
+    fn preallocate(&mut self, bytes: u64) {
+        self.inner.preallocate(bytes);
+    }
 }

@@ -421,6 +421,15 @@ impl<S: Storage> Replay<'_, S> {
             };
             let record = match checked {
                 Ok(record) => record,
+                Err(_) if data[offset..].iter().all(|&byte| byte == 0) => {
+                    // The zeros the writer keeps ahead of its appends (`preallocate`), or a
+                    // tail the filesystem zero-filled in a crash: nothing was written there.
+                    return Ok(SegmentOutcome {
+                        good_len: offset as u64,
+                        file_len: data.len() as u64,
+                        header_torn,
+                    });
+                }
                 Err(reason) => {
                     let next = find_next_record(&data, offset + 1, self.last_seq);
                     if next.is_none() && is_last {

@@ -464,18 +464,51 @@ fn a_torn_tail_is_dropped_and_cut_off() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_tail() {
-    // A crash can leave a file longer than what was written, filled with zeros.
+fn zeros_after_the_last_record_are_an_unwritten_tail() {
+    // The writer keeps zeros ahead of its appends on disk (`StorageFile::preallocate`), and
+    // a crash can leave a file longer than what was written, filled with zeros: neither is
+    // a torn write, and both are cut off before the journal goes on.
+    let storage = MemoryStorage::new();
+    let harness = synced_workload(&storage, Options::default());
+    let expected = durable_view(harness.engine.store());
+    let name = harness.active_segment();
+    let written = storage.contents(&name).unwrap();
+    let mut contents = written.clone();
+    contents.extend_from_slice(&[0u8; 4096]);
+    storage.set_contents(&name, contents);
+    let (_, _, recovered, report) = prepare(storage.clone(), &Options::default())
+        .unwrap()
+        .into_parts();
+    assert_eq!(durable_view(&recovered), expected);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(storage.contents(&name).unwrap(), written);
+}
+
+#[test]
+fn a_torn_record_before_zeros_is_still_a_torn_tail() {
     let storage = MemoryStorage::new();
     let harness = synced_workload(&storage, Options::default());
     let expected = durable_view(harness.engine.store());
     let name = harness.active_segment();
     let mut contents = storage.contents(&name).unwrap();
+    let last = *record_offsets(&contents).last().unwrap();
+    // The last record's second half lost (zeros where it was), as a crash mid-write leaves
+    // a preallocated tail: that record is dropped, the rest kept.
+    let cut = last + (contents.len() - last) / 2;
+    contents[cut..].fill(0);
     contents.extend_from_slice(&[0u8; 4096]);
-    storage.set_contents(&name, contents);
+    storage.set_contents(&name, contents.clone());
     let (_, _, recovered, report) = prepare(storage, &Options::default()).unwrap().into_parts();
-    assert_eq!(durable_view(&recovered), expected);
-    assert_eq!(report.torn_tail.map(|t| t.bytes), Some(4096));
+    assert_ne!(
+        durable_view(&recovered),
+        expected,
+        "the last record is gone"
+    );
+    assert_eq!(
+        report.torn_tail.map(|t| t.offset),
+        Some(last as u64),
+        "reported from the torn record on"
+    );
 }
 
 fn record_offsets(data: &[u8]) -> Vec<usize> {

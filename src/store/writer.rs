@@ -38,6 +38,15 @@ const GATHER_BYTES_MAX: usize = 256 << 20;
 /// many commits rather than one per commit, which on an idle switch cost a futex wake and a
 /// context switch on every sync.
 const SHADOW_HANDOFF_BYTES: usize = 1 << 20;
+/// How far the active journal segment keeps zeros ahead of its last record (see
+/// [`super::storage::DiskFile`]): a sync then flushes data only, and the file grows (its size
+/// committed once) every this many bytes rather than on every commit. At most a quarter of
+/// the compaction threshold, so that disk use stays bounded by the live data.
+const JOURNAL_PREALLOCATE_BYTES_MAX: u64 = 512 << 10;
+
+fn journal_preallocation(options: &Options) -> u64 {
+    JOURNAL_PREALLOCATE_BYTES_MAX.min(options.compaction_bytes_min / 4)
+}
 /// The first pause before retrying a failed write; it doubles up to the maximum.
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
@@ -189,7 +198,14 @@ impl<S: Storage> Log<S> {
     pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
         let started = Instant::now();
         let generation = self.generation + 1;
-        let file = create_segment(&self.storage, generation)?;
+        // The segment being left keeps only its records: recovery accepts a zeroed tail on
+        // any segment, but a finished one should not hold preallocated space for ever.
+        self.file
+            .truncate(self.good_len)
+            .and_then(|()| self.file.sync())
+            .map_err(|source| self.io_error("trim", source))?;
+        let mut file = create_segment(&self.storage, generation)?;
+        file.preallocate(journal_preallocation(&self.options));
         self.file = file;
         self.generation = generation;
         self.good_len = FILE_HEADER_BYTES as u64;
@@ -507,6 +523,8 @@ pub(crate) fn prepare<S: Storage>(
         )
     };
 
+    let mut file = file;
+    file.preallocate(journal_preallocation(options));
     let mut log = Log {
         storage: storage.clone(),
         options: options.clone(),
