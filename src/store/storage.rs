@@ -218,7 +218,7 @@ pub struct DiskFile {
 }
 
 /// Zeros are written in pieces of this size.
-const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl DiskFile {
     /// Writes zeros from `zeroed_to` (never below `len`: those bytes hold data) to `to`.
