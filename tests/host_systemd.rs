@@ -348,6 +348,16 @@ fn stop_ends_it_with_exit_status_0(host: &Container) {
         "active",
         "the socket outlives the service"
     );
+    // And so does its file, with the directory it is in (and a state directory the hosts'
+    // stock config puts there): a service with RuntimeDirectory= would have them removed at
+    // every stop on the dom0's systemd 219, which ignores RuntimeDirectoryPreserve=.
+    let socket = host.host_path("/run/message-switch/sock");
+    if !socket.exists() {
+        host.fail(&format!(
+            "{} is gone after systemctl stop {SERVICE}",
+            socket.display()
+        ));
+    }
 }
 
 /// A config file the switch cannot parse: the start fails with exit status 1, and the

@@ -369,6 +369,29 @@ async fn a_live_socket_path_is_not_stolen_but_a_stale_one_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_missing_socket_directory_is_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/message-switch/sock");
+    let listener = bind_unix(&path, 0o600).await.unwrap();
+    let made = std::fs::metadata(path.parent().unwrap()).unwrap();
+    assert!(made.is_dir());
+    assert_eq!(made.permissions().mode() & 0o777, 0o755);
+    drop(listener);
+    // Under a file, it cannot be: the error names the directory.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"x").unwrap();
+    let error = bind_unix(&blocked.join("sub/sock"), 0o600)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cannot create the directory")
+            && error.to_string().contains(&blocked.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn trace_long_poll_is_woken_by_a_send() {
     let (_switch, address) = tcp_switch(Config {
         engine: engine::Config {

@@ -432,8 +432,27 @@ impl Switch {
 /// Binds a Unix socket at `path` with permissions `mode`. A stale socket file left by a
 /// process that died is replaced; a live one (something accepts connections on it) or a
 /// file that is not a socket is an error, so one switch cannot silently steal another's path.
+///
+/// A missing directory of `path` is created (with its parents, mode 0755), as systemd's
+/// `RuntimeDirectory=` did for the original: the packaged unit leaves `/run/message-switch`
+/// alone, so that no systemd (219 on a dom0 ignores `RuntimeDirectoryPreserve=`) removes it,
+/// and the socket file and state directory in it, when the service stops.
 pub async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!("cannot create the directory {}: {error}", parent.display()),
+                    )
+                })?;
+        }
+    }
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => {
             if UnixStream::connect(path).await.is_ok() {
