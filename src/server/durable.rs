@@ -50,8 +50,14 @@ pub(crate) struct Durability {
     next_seq: u64,
     /// The highest batch known durable.
     synced: u64,
-    /// Submitted batches not yet durable: sequence number, id floor, submission time.
-    in_flight: VecDeque<(u64, i64, Instant)>,
+    /// Submitted batches not yet durable: sequence number, id floor, submission time (for
+    /// the sync latency histogram; `None` for a batch no reply waited for when submitted).
+    in_flight: VecDeque<(u64, i64, Option<Instant>)>,
+    /// The highest batch a held reply waits for (all held replies wait for it or earlier).
+    held_tag_max: u64,
+    /// The highest batch the journal was told a reply waits for (submitted urgent, or
+    /// hurried afterwards, [`Journal::hurry`]).
+    hurried_through: u64,
     /// The id floor recovery would restore now: ids below it are safe to show.
     durable_floor: i64,
     /// The highest id floor submitted (durable or not).
@@ -89,6 +95,8 @@ impl Durability {
             next_seq: 1,
             synced: 0,
             in_flight: VecDeque::new(),
+            held_tag_max: 0,
+            hurried_through: 0,
             durable_floor: recovered_next_index,
             submitted_floor: recovered_next_index,
             held: VecDeque::new(),
@@ -205,6 +213,12 @@ impl Durability {
         if tag <= self.synced {
             return Some(reply);
         }
+        if tag < self.next_seq && tag > self.hurried_through {
+            // Submitted already, perhaps as deferrable (lazy Acks alone): no longer.
+            self.journal.hurry();
+            self.hurried_through = self.next_seq - 1;
+        }
+        self.held_tag_max = self.held_tag_max.max(tag);
         self.held.push_back(Held {
             tag,
             request,
@@ -226,12 +240,18 @@ impl Durability {
         self.next_seq += 1;
         let floor = next_index.saturating_add(store::ID_RESERVE);
         self.submitted_floor = self.submitted_floor.max(floor);
-        if self.journal.submit(seq, events, floor).is_err() {
+        // Otherwise (lazy Acks alone, a floor) its sync may wait for company.
+        let urgent = self.held_tag_max >= seq;
+        if urgent {
+            self.hurried_through = seq;
+        }
+        if self.journal.submit(seq, events, floor, urgent).is_err() {
             // The writer is gone: nothing more will be durable. Held replies fail below when
             // the completion channel reports it closed.
             self.writer_gone = true;
         }
-        self.in_flight.push_back((seq, floor, Instant::now()));
+        self.in_flight
+            .push_back((seq, floor, urgent.then(Instant::now)));
     }
 
     /// The next report from the journal; never resolves once the writer is gone.
@@ -261,7 +281,9 @@ impl Durability {
                         break;
                     }
                     self.durable_floor = self.durable_floor.max(floor);
-                    self.sync_latency.observe(now.duration_since(submitted));
+                    if let Some(submitted) = submitted {
+                        self.sync_latency.observe(now.duration_since(submitted));
+                    }
                     self.in_flight.pop_front();
                 }
                 if self.failure.take().is_some() {
@@ -530,5 +552,61 @@ mod tests {
             owner: None,
         };
         assert!(!change(&mut durability, 6, vec![created]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_no_reply_waits_for_is_synced_late_unless_one_comes_to() {
+        let opened = store::open_on_runtime(MemoryStorage::new(), &Options::default()).unwrap();
+        let histogram = Arc::new(Histogram::default());
+        let mut durability = Durability::new(opened.journal, 0, histogram);
+        let created = Event::QueueCreated {
+            name: QueueName::from("service"),
+            owner: None,
+        };
+        assert!(!change(
+            &mut durability,
+            1,
+            vec![created, stored(1), stored(2)]
+        ));
+        durability.submit(0);
+        let completion = durability.completion().await;
+        assert_eq!(durability.on_completion(completion).len(), 1);
+        let quick = Duration::from_millis(1);
+        // A lazy Ack: answered at once, its batch deferrable.
+        durability.persist(acked(1));
+        assert!(durability
+            .gate(RequestId(2), Reply::Empty, false, 0)
+            .is_some());
+        durability.submit(0);
+        assert!(
+            tokio::time::timeout(quick, durability.completion())
+                .await
+                .is_err(),
+            "its sync waits for company"
+        );
+        // A change with no event of its own waits for every change before it, the lazy
+        // Ack's batch included: that batch is synced at once now.
+        assert!(!change(&mut durability, 3, vec![]));
+        let completion = tokio::time::timeout(quick, durability.completion())
+            .await
+            .expect("hurried");
+        assert!(matches!(
+            completion,
+            Some(Completion::Synced { through: 2 })
+        ));
+        assert_eq!(durability.on_completion(completion).len(), 1);
+        // Alone, a deferred batch is synced within the bound anyway.
+        durability.persist(acked(2));
+        assert!(durability
+            .gate(RequestId(4), Reply::Empty, false, 0)
+            .is_some());
+        durability.submit(0);
+        let started = Instant::now();
+        let completion = durability.completion().await;
+        assert!(matches!(
+            completion,
+            Some(Completion::Synced { through: 3 })
+        ));
+        assert!(started.elapsed() <= store::DEFERRED_SYNC_MAX + quick);
     }
 }

@@ -10,9 +10,15 @@
 //!
 //! What the writer has taken (being written, synced, or retried after a failure) is never
 //! changed: only batches still in the inbox are.
+//!
+//! The inbox also says whether anything waits for its batches (*urgent*): a batch of lazy
+//! Acks alone holds no reply back, so the writer lets it wait, up to
+//! [`super::writer::DEFERRED_SYNC_MAX`], for the next batch that does, and both share one
+//! sync instead of each paying its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::writer::Batch;
 use crate::engine::Event;
@@ -21,6 +27,8 @@ use crate::engine::Event;
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     state: Mutex<Waiting>,
+    /// Signalled when the inbox becomes urgent.
+    urgent_now: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +37,9 @@ struct Waiting {
     /// The batch (by sequence number) holding the `MessageStored` of each message index in
     /// `batches`.
     stored_in: HashMap<i64, u64>,
+    /// A reply waits for a batch submitted and not yet synced: one pushed urgent, or any
+    /// earlier one after [`Inbox::hurry`]. Cleared when the writer takes everything.
+    urgent: bool,
 }
 
 impl Inbox {
@@ -40,8 +51,8 @@ impl Inbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds `batch` behind the others.
-    pub(crate) fn push(&self, batch: Batch) {
+    /// Adds `batch` behind the others; `urgent`: a reply waits for it.
+    pub(crate) fn push(&self, batch: Batch, urgent: bool) {
         let mut waiting = self.lock();
         for event in &batch.events {
             if let Event::MessageStored { id, .. } = event {
@@ -49,12 +60,50 @@ impl Inbox {
             }
         }
         waiting.batches.push_back(batch);
+        if urgent {
+            waiting.urgent = true;
+            self.urgent_now.notify_one();
+        }
+    }
+
+    /// A reply now waits for a batch already submitted (pushed, or taken by the writer and
+    /// not yet synced): the writer must not defer its sync.
+    pub(crate) fn hurry(&self) {
+        self.lock().urgent = true;
+        self.urgent_now.notify_one();
+    }
+
+    /// Whether a reply waits for what was submitted (see [`Inbox::hurry`]).
+    pub(crate) fn is_urgent(&self) -> bool {
+        self.lock().urgent
+    }
+
+    /// Blocks until the inbox is urgent or `max` has passed.
+    pub(crate) fn wait_until_urgent(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        let mut waiting = self.lock();
+        while !waiting.urgent {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            waiting = match self.urgent_now.wait_timeout(waiting, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Takes batches from the front into `taken` while their size hints keep `taken_bytes`
-    /// under `bytes_max` (always at least one, if any waits).
-    pub(crate) fn take(&self, taken: &mut Vec<Batch>, taken_bytes: &mut usize, bytes_max: usize) {
+    /// under `bytes_max` (always at least one, if any waits). Returns whether the inbox was
+    /// urgent; it stays so if batches are left.
+    pub(crate) fn take(
+        &self,
+        taken: &mut Vec<Batch>,
+        taken_bytes: &mut usize,
+        bytes_max: usize,
+    ) -> bool {
         let mut waiting = self.lock();
+        let urgent = waiting.urgent;
         while *taken_bytes < bytes_max {
             let Some(batch) = waiting.batches.pop_front() else {
                 break;
@@ -67,6 +116,10 @@ impl Inbox {
             *taken_bytes += batch.size_hint();
             taken.push(batch);
         }
+        if waiting.batches.is_empty() {
+            waiting.urgent = false;
+        }
+        urgent
     }
 
     /// Removes the `MessageStored` of message `index` if its batch is still waiting here;
@@ -138,13 +191,13 @@ mod tests {
     #[test]
     fn a_waiting_store_is_withdrawn_and_its_batch_kept() {
         let inbox = Inbox::default();
-        inbox.push(batch(1, vec![stored(10), stored(11)]));
-        inbox.push(batch(2, vec![stored(12)]));
+        inbox.push(batch(1, vec![stored(10), stored(11)]), true);
+        inbox.push(batch(2, vec![stored(12)]), true);
         assert!(inbox.withdraw_stored(11));
         assert!(!inbox.withdraw_stored(11), "withdrawn once only");
         assert!(inbox.withdraw_stored(12));
         let (mut taken, mut bytes) = (Vec::new(), 0);
-        inbox.take(&mut taken, &mut bytes, usize::MAX);
+        assert!(inbox.take(&mut taken, &mut bytes, usize::MAX));
         assert_eq!(taken.iter().map(|b| b.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(taken[0].events, [stored(10)]);
         assert!(
@@ -156,15 +209,52 @@ mod tests {
     #[test]
     fn a_taken_store_is_never_withdrawn() {
         let inbox = Inbox::default();
-        inbox.push(batch(1, vec![stored(10)]));
-        inbox.push(batch(2, vec![stored(11)]));
+        inbox.push(batch(1, vec![stored(10)]), true);
+        inbox.push(batch(2, vec![stored(11)]), true);
         let (mut taken, mut bytes) = (Vec::new(), 0);
         // One batch fits the budget: the second stays.
-        inbox.take(&mut taken, &mut bytes, 1);
+        assert!(inbox.take(&mut taken, &mut bytes, 1));
         assert_eq!(taken.len(), 1);
         assert!(!inbox.withdraw_stored(10), "the writer has it");
         assert_eq!(taken[0].events, [stored(10)]);
         assert!(inbox.withdraw_stored(11));
         assert!(!inbox.withdraw_stored(99), "never stored");
+    }
+
+    #[test]
+    fn urgency_lasts_until_everything_is_taken() {
+        let inbox = Inbox::default();
+        inbox.push(batch(1, vec![stored(10)]), false);
+        assert!(!inbox.is_urgent(), "a deferrable batch alone");
+        inbox.wait_until_urgent(Duration::from_millis(1));
+        inbox.push(batch(2, vec![stored(11)]), true);
+        assert!(inbox.is_urgent());
+        inbox.wait_until_urgent(Duration::from_secs(30));
+        let (mut taken, mut bytes) = (Vec::new(), 0);
+        assert!(inbox.take(&mut taken, &mut bytes, 1), "was urgent");
+        assert!(inbox.is_urgent(), "batch 2 is left");
+        assert!(inbox.take(&mut taken, &mut bytes, usize::MAX));
+        assert!(!inbox.is_urgent(), "all taken");
+        // A reply waiting for a batch the writer has taken still hurries it.
+        inbox.hurry();
+        assert!(inbox.is_urgent());
+        assert!(inbox.take(&mut taken, &mut bytes, usize::MAX));
+        assert!(!inbox.is_urgent());
+    }
+
+    #[test]
+    fn a_hurry_wakes_a_waiting_writer() {
+        let inbox = std::sync::Arc::new(Inbox::default());
+        let waiter = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                inbox.wait_until_urgent(Duration::from_secs(30));
+                started.elapsed()
+            })
+        };
+        inbox.hurry();
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(30), "woken, not timed out");
     }
 }

@@ -64,6 +64,7 @@ pub use faults::{Faults, FaultyFile, FaultyStorage};
 pub use memory::{MemoryFile, MemoryStorage};
 pub use original::{ImportReport, OriginalImport};
 pub use storage::{DiskFile, DiskStorage, Storage, StorageFile, LOCK_FILE};
+pub use writer::DEFERRED_SYNC_MAX;
 pub use writer_priority::WRITER_NICE_DEFAULT;
 
 /// How far ahead of the id counter each journalled batch reserves ids.
@@ -359,18 +360,38 @@ impl Journal {
     /// unbounded, but each client connection has at most one request in flight and only
     /// mutations and disconnects make events, so what waits here is bounded by the
     /// connection limit.
-    pub fn submit(&self, seq: u64, events: Vec<Event>, id_floor: i64) -> Result<(), StoreError> {
+    ///
+    /// `urgent`: a reply waits for this batch's sync. A batch that no reply waits for (lazy
+    /// Acks alone) may wait up to [`DEFERRED_SYNC_MAX`] for the next urgent one and share
+    /// its sync; [`Journal::hurry`] ends that wait once a reply does come to depend on it.
+    pub fn submit(
+        &self,
+        seq: u64,
+        events: Vec<Event>,
+        id_floor: i64,
+        urgent: bool,
+    ) -> Result<(), StoreError> {
         if self.sender.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.inbox.push(writer::Batch {
-            seq,
-            events,
-            id_floor,
-        });
+        self.inbox.push(
+            writer::Batch {
+                seq,
+                events,
+                id_floor,
+            },
+            urgent,
+        );
         self.sender
             .send(writer::ToWriter::Submitted)
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// A reply now waits for a batch already submitted: its sync must not be deferred.
+    pub fn hurry(&self) {
+        self.inbox.hurry();
+        // The task writer learns of it through its channel.
+        let _ = self.sender.send(writer::ToWriter::Submitted);
     }
 
     /// Takes the store of message `index` back out of `unsubmitted` (the events of the
@@ -406,6 +427,8 @@ impl Journal {
     /// holds everything).
     pub fn close(&self) {
         let _ = self.sender.send(writer::ToWriter::Close);
+        // A writer deferring a sync waits on the inbox, not on the channel.
+        self.inbox.hurry();
     }
 
     /// The journal's counters.

@@ -780,13 +780,19 @@ fn a_full_disk_fails_batches_until_space_returns() {
             name: QueueName::from(name),
             owner: None,
         };
-        opened.journal.submit(1, vec![created("a")], 0).unwrap();
+        opened
+            .journal
+            .submit(1, vec![created("a")], 0, true)
+            .unwrap();
         assert!(matches!(
             opened.journal.completion().await,
             Some(Completion::Synced { through: 1 })
         ));
         faults.set_disk_full(true);
-        opened.journal.submit(2, vec![created("b")], 0).unwrap();
+        opened
+            .journal
+            .submit(2, vec![created("b")], 0, true)
+            .unwrap();
         match opened.journal.completion().await {
             Some(Completion::Failed { error }) => assert!(error.is_storage_full(), "{error}"),
             other => panic!("expected a failure, got {other:?}"),
@@ -839,6 +845,7 @@ fn a_failing_sync_is_retried_with_the_data_rewritten() {
                     owner: None,
                 }],
                 0,
+                true,
             )
             .unwrap();
         match opened.journal.completion().await {
@@ -879,7 +886,7 @@ fn the_task_runner_compacts_and_loses_only_the_unsynced_tail() {
                 name: QueueName::from(format!("q{seq}")),
                 owner: None,
             };
-            opened.journal.submit(seq, vec![event], 0).unwrap();
+            opened.journal.submit(seq, vec![event], 0, true).unwrap();
             if seq % 10 == 0 {
                 while synced < seq {
                     if let Some(Completion::Synced { through }) = opened.journal.completion().await
@@ -901,6 +908,7 @@ fn the_task_runner_compacts_and_loses_only_the_unsynced_tail() {
                     owner: None,
                 }],
                 0,
+                true,
             )
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -960,7 +968,7 @@ fn disk_journal_round_trip() {
                 },
             },
         ];
-        opened.journal.submit(1, events, 100).unwrap();
+        opened.journal.submit(1, events, 100, true).unwrap();
         opened.journal.close();
         while let Some(completion) = opened.journal.completion().await {
             if let Completion::Closed(result) = completion {

@@ -47,6 +47,10 @@ const JOURNAL_PREALLOCATE_BYTES_MAX: u64 = 512 << 10;
 fn journal_preallocation(options: &Options) -> u64 {
     JOURNAL_PREALLOCATE_BYTES_MAX.min(options.compaction_bytes_min / 4)
 }
+/// How long the writer lets batches that no reply waits for (lazy Acks alone) wait for one
+/// that some reply does, so that they share its sync; past it they are synced anyway. It
+/// bounds how long a lazy Ack stays undurable on an otherwise idle switch.
+pub const DEFERRED_SYNC_MAX: Duration = Duration::from_millis(5);
 /// The first pause before retrying a failed write; it doubles up to the maximum.
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
@@ -631,12 +635,14 @@ fn send(completions: &mpsc::UnboundedSender<Completion>, completion: Completion)
 }
 
 /// Drains the writer's wake-ups and takes the waiting batches into `pending` (up to
-/// [`GATHER_BYTES_MAX`]); returns whether a close was asked for.
+/// [`GATHER_BYTES_MAX`]), noting in `urgent` whether a reply waits for them; returns
+/// whether a close was asked for.
 fn gather(
     receiver: &mut mpsc::UnboundedReceiver<ToWriter>,
     inbox: &Inbox,
     pending: &mut Vec<Batch>,
     pending_bytes: &mut usize,
+    urgent: &mut bool,
 ) -> bool {
     let mut closing = false;
     // Wake-ups first: every batch submitted before a Close is in the inbox by then.
@@ -651,7 +657,7 @@ fn gather(
             }
         }
     }
-    inbox.take(pending, pending_bytes, GATHER_BYTES_MAX);
+    *urgent |= inbox.take(pending, pending_bytes, GATHER_BYTES_MAX);
     closing
 }
 
@@ -738,6 +744,7 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
             super::writer_priority::apply_to_current_thread(writer_nice);
             let mut pending: Vec<Batch> = Vec::new();
             let mut pending_bytes = 0usize;
+            let mut urgent = false;
             // Durable batches not yet applied to the snapshot thread's shadow state.
             let mut unapplied: Vec<Batch> = Vec::new();
             let mut unapplied_bytes = 0usize;
@@ -752,7 +759,13 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
                         Some(ToWriter::Close) | None => closing = true,
                     }
                 }
-                closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes);
+                closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes, &mut urgent);
+                if !pending.is_empty() && !urgent && !closing {
+                    // No reply waits for these (lazy Acks): let them ride with the next sync
+                    // one does.
+                    inbox.wait_until_urgent(DEFERRED_SYNC_MAX);
+                    closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes, &mut urgent);
+                }
                 while let Ok(result) = results.try_recv() {
                     compacting = false;
                     match result {
@@ -766,6 +779,7 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
                     match commit(&mut log, &pending, &stats) {
                         Ok(through) => {
                             send(&completions, Completion::Synced { through });
+                            urgent = false;
                             delay = RETRY_DELAY_MIN;
                             if compactor_thread.is_some() {
                                 unapplied.append(&mut pending);
@@ -862,6 +876,7 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
         let never = AtomicBool::new(false);
         let mut pending: Vec<Batch> = Vec::new();
         let mut pending_bytes = 0usize;
+        let mut urgent = false;
         let mut closing = false;
         let mut delay = RETRY_DELAY_MIN;
         let mut close_attempts = 0u32;
@@ -872,7 +887,35 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
                     Some(ToWriter::Close) | None => closing = true,
                 }
             }
-            closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes);
+            closing |= gather(
+                &mut receiver,
+                &inbox,
+                &mut pending,
+                &mut pending_bytes,
+                &mut urgent,
+            );
+            if !pending.is_empty() && !urgent && !closing {
+                // As the threaded writer: deferrable batches wait for an urgent one, here
+                // woken by the wake-up every submission and hurry sends.
+                let deadline = tokio::time::Instant::now() + DEFERRED_SYNC_MAX;
+                while !inbox.is_urgent() {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(ToWriter::Submitted)) => {}
+                        Ok(Some(ToWriter::Close) | None) => {
+                            closing = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                closing |= gather(
+                    &mut receiver,
+                    &inbox,
+                    &mut pending,
+                    &mut pending_bytes,
+                    &mut urgent,
+                );
+            }
             if !pending.is_empty() {
                 let mut result = log.write(&pending);
                 if result.is_ok() && !sync_delay.is_zero() {
@@ -894,6 +937,7 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
                     Ok(()) => {
                         let through = pending.last().map_or(0, |b| b.seq);
                         send(&completions, Completion::Synced { through });
+                        urgent = false;
                         delay = RETRY_DELAY_MIN;
                         pending_bytes = 0;
                         compactor.apply(&pending, log.last_seq());
