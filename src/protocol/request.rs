@@ -589,16 +589,29 @@ fn plain_segments<'a>(
     path: &'a str,
     segments: &mut [&'a str; PLAIN_SEGMENTS_MAX],
 ) -> Option<usize> {
-    if path.contains('%') {
-        return None;
-    }
+    // One pass over the bytes (a `%` check and `split` were two, and `split`'s searcher cost
+    // more than the rest of the routing).
     let mut count = 0;
-    for piece in path.split('/') {
-        if count == PLAIN_SEGMENTS_MAX || piece == "." || piece == ".." {
-            return None;
+    let mut start = 0;
+    for (index, byte) in path
+        .bytes()
+        .enumerate()
+        .chain(std::iter::once((path.len(), b'/')))
+    {
+        match byte {
+            b'%' => return None,
+            b'/' => {
+                // `/` is ASCII, so `start..index` lies on character boundaries.
+                let piece = path.get(start..index)?;
+                if count == PLAIN_SEGMENTS_MAX || piece == "." || piece == ".." {
+                    return None;
+                }
+                segments[count] = piece;
+                count += 1;
+                start = index + 1;
+            }
+            _ => {}
         }
-        segments[count] = piece;
-        count += 1;
     }
     Some(count)
 }
@@ -693,7 +706,7 @@ mod tests {
         #[test]
         fn plain_paths_route_as_the_general_way(
             method in prop_oneof![Just("GET"), Just("POST")],
-            path in "(/(persistent|transient|request|response|ack|list|alive|trace|login|\\.|\\.\\.|[a-z0-9:._-]{0,4})){0,9}/?",
+            path in "(/(persistent|transient|request|response|ack|list|alive|trace|login|\\.|\\.\\.|%2[ef]|[a-z0-9:._-]{0,4})){0,9}/?",
             body in "[a-z0-9{}\\[\\]\",:]{0,12}",
         ) {
             let body = Bytes::from(body);
