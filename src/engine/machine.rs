@@ -593,7 +593,7 @@ impl Engine {
         queue: QueueName,
         message: Message,
     ) -> Result<Reply, ErrorReply> {
-        let Some(stored) = self.store.queue(&queue) else {
+        let Some((stored_name, stored)) = self.store.queue_entry(&queue) else {
             return Ok(Reply::Sent(None));
         };
         if stored.messages.len() >= self.config.queue_messages_max {
@@ -626,6 +626,10 @@ impl Engine {
                 ),
             ));
         }
+        // The stored name, not the request's copy: the message id, the trace and the wake-up
+        // then share its buffer, where each clone of the request's copy would first have
+        // allocated a shared header for it.
+        let queue = stored_name.clone();
         let message = self.owned_message(message);
         let id = MessageId::new(queue.clone(), self.store.next_index());
         self.trace.record(message_record(
@@ -677,10 +681,14 @@ impl Engine {
         session: SessionToken,
         id: MessageId,
     ) -> Result<Reply, ErrorReply> {
-        let stored = self
-            .store
-            .queue(&id.queue)
-            .is_some_and(|queue| queue.messages.contains_key(&id.index));
+        // With the stored queue name, as in `send`.
+        let (id, stored) = match self.store.queue_entry(&id.queue) {
+            Some((name, queue)) => (
+                MessageId::new(name.clone(), id.index),
+                queue.messages.contains_key(&id.index),
+            ),
+            None => (id, false),
+        };
         if stored {
             self.counters.messages_acked += 1;
             self.emit(Event::MessageAcked { id: id.clone() });

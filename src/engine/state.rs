@@ -215,6 +215,12 @@ impl QueueStore {
         self.queues.get(name)
     }
 
+    /// The queue called `name` with its stored name, whose buffer copies of the name can share
+    /// (see [`QueueStore::shared_name`]).
+    pub fn queue_entry(&self, name: &QueueName) -> Option<(&QueueName, &Queue)> {
+        self.queues.get_key_value(name)
+    }
+
     /// `name`, sharing the buffer of the existing queue of that name if there is one (a
     /// cheap clone), so that long-lived copies of a name do not each hold an allocation.
     pub fn shared_name(&self, name: QueueName) -> QueueName {

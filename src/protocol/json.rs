@@ -409,13 +409,17 @@ pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut run_start = 0;
     let mut index = 0;
     while index < bytes.len() {
-        // Eight bytes at a time past the ones that need no escape (nearly all of a payload).
+        // Eight bytes at a time: past a word that needs no escape, or straight to the first
+        // byte of one that does (a JSON payload has a quote every few bytes, and looking at
+        // them one by one cost most of a Transfer reply's encoding).
         if let Some(word) = bytes.get(index..index + 8) {
             let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if !may_need_escape(word) {
+            let flags = escape_flags(word);
+            if flags == 0 {
                 index += 8;
                 continue;
             }
+            index += (flags.trailing_zeros() / 8) as usize;
         }
         let byte = bytes[index];
         let short = match byte {
@@ -461,19 +465,20 @@ fn append_run(out: &mut Vec<u8>, run: &[u8]) {
     }
 }
 
-/// Whether any of the eight bytes of `word` may need an escape in a JSON string: one below
-/// 0x20, `"`, `\` or 0x7f. Never false when one does (the zero-byte tests below are exact
-/// for "some byte is"); the bytes are then looked at one by one.
-fn may_need_escape(word: u64) -> bool {
+/// The bytes of `word` (little-endian: byte 0 in the low bits) that may need an escape in a
+/// JSON string, one below 0x20, `"`, `\` or 0x7f, flagged by their high bit; zero when none
+/// does. The lowest flagged byte is exactly the first that needs one: each test below can
+/// flag a byte wrongly only above a byte it rightly flags (its borrow runs upwards), so the
+/// caller jumps to `trailing_zeros() / 8` and looks at the bytes after it one by one.
+fn escape_flags(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    (below_space
+    below_space
         | has_zero(word ^ (ONES * u64::from(b'"')))
         | has_zero(word ^ (ONES * u64::from(b'\\')))
-        | has_zero(word ^ (ONES * 0x7f)))
-        != 0
+        | has_zero(word ^ (ONES * 0x7f))
 }
 
 /// Appends `value` as compact JSON, the way Yojson prints a tree (strings escaped by

@@ -27,7 +27,11 @@ pub fn parse_int64(text: &str) -> Option<i64> {
         if byte == b'_' {
             continue;
         }
-        let digit = (byte as char).to_digit(radix)?;
+        // Decimal digits (every id the clients send) without the general conversion.
+        let digit = match byte.wrapping_sub(b'0') {
+            decimal if decimal < 10 && decimal < radix as u8 => u32::from(decimal),
+            _ => (byte as char).to_digit(radix)?,
+        };
         magnitude = magnitude
             .checked_mul(u64::from(radix))?
             .checked_add(u64::from(digit))?;
@@ -94,6 +98,10 @@ mod tests {
         assert_eq!(parse_int64("12a"), None);
         assert_eq!(parse_int64(" 1"), None);
         assert_eq!(parse_int64("0x"), None);
+        // A decimal digit is a digit only below the base.
+        assert_eq!(parse_int64("0b102"), None);
+        assert_eq!(parse_int64("0o78"), None);
+        assert_eq!(parse_int64("0x9f"), Some(159));
     }
 
     #[test]

@@ -124,7 +124,8 @@ impl Reply {
             Reply::Empty => Bytes::new(),
             Reply::Name(name) => name.to_bytes(),
             Reply::Sent(id) => {
-                let mut out = Vec::with_capacity(32);
+                // `[["name",id]]`: room for the name and 20 digits, so that nothing grows.
+                let mut out = Vec::with_capacity(id.as_ref().map_or(2, |id| id.queue.len() + 32));
                 out.push(b'[');
                 if let Some(id) = id {
                     write_message_id(&mut out, id);
@@ -156,8 +157,19 @@ impl Reply {
 impl TransferReply {
     /// `{"messages":[[["q",n],{"payload":…,"kind":…}],…],"next":"N"}`.
     pub fn encode(&self) -> Vec<u8> {
-        let payload_bytes: usize = self.messages.iter().map(|(_, m)| m.payload.len()).sum();
-        let mut out = Vec::with_capacity(payload_bytes + self.messages.len() * 64 + 32);
+        // Room for every payload and name with an eighth more for their escapes, and the
+        // punctuation and numbers: the buffer is allocated once, not grown (and copied) twice.
+        let message_bytes = |(id, message): &(MessageId, Message)| {
+            let names = id.queue.len()
+                + match &message.kind {
+                    MessageKind::Request { reply_to } => reply_to.len(),
+                    MessageKind::Response { request } => request.queue.len(),
+                };
+            let text = message.payload.len() + names;
+            text + text / 8 + 96
+        };
+        let mut out =
+            Vec::with_capacity(self.messages.iter().map(message_bytes).sum::<usize>() + 48);
         out.extend_from_slice(b"{\"messages\":[");
         for (index, (id, message)) in self.messages.iter().enumerate() {
             if index > 0 {

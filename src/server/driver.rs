@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::admission::Admission;
 use super::client::ClientId;
 use super::durable::Durability;
-use super::fairness::FairQueue;
+use super::fairness::{ClientKey, FairQueue};
 use super::id_hash::IdHash;
 use super::inspection::Inspection;
 use crate::engine::{ConnectionId, Engine, EngineStats, Output, RequestId, Timestamp};
@@ -87,8 +87,9 @@ pub(crate) struct Driver {
     durability: Option<Durability>,
     /// The engine's commands waiting for their client's turn (`fairness`).
     waiting: FairQueue<Command>,
-    /// The client of each open connection, whose turns its commands wait for.
-    client_of: HashMap<ConnectionId, ClientId, IdHash>,
+    /// The client of each open connection (keyed for `waiting`), whose turns its commands
+    /// wait for.
+    client_of: HashMap<ConnectionId, ClientKey, IdHash>,
     /// Where the clients' turns cut short are counted, for `/metrics` and the console.
     admission: Arc<Admission>,
 }
@@ -176,8 +177,9 @@ impl Driver {
     fn take_in(&mut self, command: Command) {
         let client = match &command {
             Command::Connect { connection, client } => {
-                self.client_of.insert(*connection, *client);
-                Some(*client)
+                let key = self.waiting.key(*client);
+                self.client_of.insert(*connection, key);
+                Some(key)
             }
             Command::Request { connection, .. } | Command::Disconnect(connection) => {
                 // The sampler's reads have no connection of their own.
@@ -198,7 +200,7 @@ impl Driver {
         waiting.take_turn(
             |command| self.handle(command),
             |command| matches!(command, Command::Connect { .. }),
-            |client, _| cut_short.push(client),
+            |client, _| cut_short.push(client.client()),
         );
         self.waiting = waiting;
         if !cut_short.is_empty() {

@@ -14,9 +14,12 @@
 //! of its tasks ahead of the next client's; a turn that answers at most
 //! [`PER_CLIENT_PER_TURN`] of each puts at most that many.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::client::ClientId;
+use super::id_hash::IdHash;
 
 /// Most commands of one client served in one turn.
 pub(crate) const PER_CLIENT_PER_TURN: usize = 16;
@@ -29,22 +32,48 @@ pub(crate) const NEW_CONNECTIONS_PER_TURN: usize = 8;
 /// sessions are served.
 pub(crate) const ACCEPTS_PER_TURN: usize = 8;
 
+/// A client as the queue keys it: the client with its hash, computed once (by
+/// [`FairQueue::key`], with a randomly keyed SipHash, since a peer has a say in its client id)
+/// and then reused for every command, where hashing the id again cost more than the rest of
+/// the queue's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientKey {
+    hash: u64,
+    client: ClientId,
+}
+
+impl ClientKey {
+    /// The client keyed.
+    pub(crate) fn client(&self) -> ClientId {
+        self.client
+    }
+}
+
+impl Hash for ClientKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// Commands waiting for their client's turn.
 pub(crate) struct FairQueue<T> {
     /// Each client's waiting commands, oldest first. A client is here only while it has some.
-    waiting: HashMap<ClientId, VecDeque<T>>,
+    waiting: HashMap<ClientKey, VecDeque<T>, IdHash>,
     /// The clients with waiting commands, in the order of their next turn.
-    ring: VecDeque<ClientId>,
+    ring: VecDeque<ClientKey>,
     /// Commands waiting, over all clients.
     len: usize,
+    /// What [`ClientKey`]s hash with.
+    hasher: RandomState,
 }
 
 impl<T> Default for FairQueue<T> {
     fn default() -> Self {
         Self {
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             ring: VecDeque::new(),
             len: 0,
+            hasher: RandomState::new(),
         }
     }
 }
@@ -55,8 +84,16 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
-    /// Puts `item` behind `client`'s waiting commands.
-    pub(crate) fn push(&mut self, client: ClientId, item: T) {
+    /// The key of `client` in this queue (the same for the same client, every time).
+    pub(crate) fn key(&self, client: ClientId) -> ClientKey {
+        ClientKey {
+            hash: self.hasher.hash_one(client),
+            client,
+        }
+    }
+
+    /// Puts `item` behind the waiting commands of `client` (a key of this queue's).
+    pub(crate) fn push(&mut self, client: ClientKey, item: T) {
         let queue = self.waiting.entry(client).or_default();
         if queue.is_empty() {
             self.ring.push_back(client);
@@ -74,7 +111,7 @@ impl<T> FairQueue<T> {
         &mut self,
         mut serve: impl FnMut(T),
         opens_connection: impl Fn(&T) -> bool,
-        mut deferred: impl FnMut(ClientId, usize),
+        mut deferred: impl FnMut(ClientKey, usize),
     ) {
         let mut connections_opened = 0;
         for _ in 0..self.ring.len() {
@@ -135,7 +172,7 @@ mod tests {
         queue.take_turn(
             |(pid, sequence, _)| served.push((pid, sequence)),
             |(_, _, opens)| *opens,
-            |client, n| match client {
+            |client, n| match client.client() {
                 ClientId::Local { pid: Some(pid), .. } => deferred.push((pid, n)),
                 _ => unreachable!(),
             },
@@ -147,9 +184,9 @@ mod tests {
     fn a_busy_client_gets_its_share_per_turn_and_a_quiet_one_is_served_in_the_first() {
         let mut queue = FairQueue::default();
         for sequence in 0..100 {
-            queue.push(client(1), (1, sequence, false));
+            queue.push(queue.key(client(1)), (1, sequence, false));
         }
-        queue.push(client(2), (2, 0, false));
+        queue.push(queue.key(client(2)), (2, 0, false));
         let (served, deferred) = turn(&mut queue);
         assert_eq!(served.len(), PER_CLIENT_PER_TURN + 1);
         assert!(
@@ -176,8 +213,8 @@ mod tests {
     fn the_first_client_served_rotates_between_turns() {
         let mut queue = FairQueue::default();
         for sequence in 0..40 {
-            queue.push(client(1), (1, sequence, false));
-            queue.push(client(2), (2, sequence, false));
+            queue.push(queue.key(client(1)), (1, sequence, false));
+            queue.push(queue.key(client(2)), (2, sequence, false));
         }
         let (first, _) = turn(&mut queue);
         let (second, _) = turn(&mut queue);
@@ -189,10 +226,10 @@ mod tests {
     fn new_connections_are_taken_a_few_per_turn_over_all_clients() {
         let mut queue = FairQueue::default();
         for sequence in 0..20 {
-            queue.push(client(1), (1, sequence, true));
+            queue.push(queue.key(client(1)), (1, sequence, true));
         }
-        queue.push(client(2), (2, 0, false));
-        queue.push(client(3), (3, 0, true));
+        queue.push(queue.key(client(2)), (2, 0, false));
+        queue.push(queue.key(client(3)), (3, 0, true));
         let (served, deferred) = turn(&mut queue);
         let mut expected: Vec<(i32, usize)> =
             (0..NEW_CONNECTIONS_PER_TURN).map(|s| (1, s)).collect();

@@ -1,5 +1,6 @@
 //! A hasher for the driver's maps keyed by the ids it hands out itself (request and
-//! connection ids: sequential `u64`s, never chosen by a client).
+//! connection ids: sequential `u64`s, never chosen by a client), and for keys that carry a
+//! randomly keyed hash of their own already (the fair queue's `ClientKey`).
 //!
 //! The standard library's SipHash resists keys chosen to collide, which these ids cannot be;
 //! it costs four hashes per request in the driver (two maps, insert and remove), measurably
