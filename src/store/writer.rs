@@ -43,10 +43,6 @@ const SHADOW_HANDOFF_BYTES: usize = 1 << 20;
 /// committed once) every this many bytes rather than on every commit. At most a quarter of
 /// the compaction threshold, so that disk use stays bounded by the live data.
 const JOURNAL_PREALLOCATE_BYTES_MAX: u64 = 512 << 10;
-
-fn journal_preallocation(options: &Options) -> u64 {
-    JOURNAL_PREALLOCATE_BYTES_MAX.min(options.compaction_bytes_min / 4)
-}
 /// How long the writer lets batches that no reply waits for (lazy Acks alone) wait for one
 /// that some reply does, so that they share its sync; past it they are synced anyway. It
 /// bounds how long a lazy Ack stays undurable on an otherwise idle switch.
@@ -56,6 +52,11 @@ const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
 /// How many times closing retries a failing disk before giving up.
 const CLOSE_ATTEMPTS_MAX: u32 = 5;
+
+/// The zeros the active segment keeps ahead of its records under `options`.
+fn journal_preallocation(options: &Options) -> u64 {
+    JOURNAL_PREALLOCATE_BYTES_MAX.min(options.compaction_bytes_min / 4)
+}
 
 /// Messages to the writer. The batches themselves wait in the [`Inbox`] (where an Ack may
 /// still withdraw a store from them); the channel only wakes the writer.

@@ -374,26 +374,21 @@ async fn run(plan: Plan, switch_binary: &Path) -> Result<Report> {
     }
     if plan.has(Section::Idle) {
         let idle = idle_waiters_allowed(plan.idle);
-        // The idle waiters are all this process's connections: one client, far over the
-        // per-client limits, which are turned off where the switch has them.
-        let unlimited = client_limits_off(switch_binary);
-        let quiet = start_switch_with(
+        let quiet = start_switch(
             switch_binary,
             &scratch,
             "idle-none",
             Storage::Memory,
             plan.threads(),
             &plan,
-            &unlimited,
         )?;
-        let busy = start_switch_with(
+        let busy = start_switch(
             switch_binary,
             &scratch,
             "idle-busy",
             Storage::Memory,
             plan.threads(),
             &plan,
-            &unlimited,
         )?;
         progress(&format!("send cost with 0 and {idle} idle transfers"));
         let target = |switch: &ChildProcess| scale::Target {
@@ -641,7 +636,9 @@ async fn rpc_cell(
 /// Starts a switch listening on loopback TCP port 0 and `NAME.sock` in the scratch
 /// directory, with `--threads THREADS`, and with `--statedir NAME.state` for
 /// [`Storage::Statedir`] (compacting at the plan's journal size). Logging is kept to
-/// warnings so that it costs nothing per request.
+/// warnings so that it costs nothing per request. The per-client connection limits are off
+/// (where the binary has them): every connection of a cell comes from this one process, one
+/// client to the switch, and 256 callers open theirs faster than the default rate allows.
 fn start_switch(
     binary: &Path,
     scratch: &ScratchDir,
@@ -650,7 +647,8 @@ fn start_switch(
     threads: u16,
     plan: &Plan,
 ) -> Result<ChildProcess> {
-    start_switch_with(binary, scratch, name, storage, threads, plan, &[])
+    let unlimited = client_limits_off(binary);
+    start_switch_with(binary, scratch, name, storage, threads, plan, &unlimited)
 }
 
 /// [`start_switch`] with `extra` arguments.
