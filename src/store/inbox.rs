@@ -5,8 +5,9 @@
 //! still only here: a message stored and acked before the writer picks it up need never be
 //! written at all, and the Ack then has nothing to wait for. In the real clients' pattern a
 //! service acks each request on one shared connection, one Ack at a time, so an Ack that
-//! waits for a sync holds up every later response; with the writer busy on the previous
-//! group commit, the request's store is often still here when its Ack arrives.
+//! waits for a sync holds up every later response. While the writer is busy with the
+//! previous group commit (on a slow disk, most of the time), a request's store can still be
+//! here when a quick service acks it.
 //!
 //! What the writer has taken (being written, synced, or retried after a failure) is never
 //! changed: only batches still in the inbox are.
