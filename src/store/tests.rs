@@ -321,7 +321,15 @@ fn check_prefix(harness: &Harness, recovered: &QueueStore, min_prefix: usize) ->
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // Failures are kept beside this file (src/store/tests.proptest-regressions), not in a
+    // directory of their own at the top of the repository.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// Random operations, then a crash that cuts the newest journal segment at a random byte
     /// (possibly inside a record, possibly inside synced data). Recovery gives the state after
