@@ -647,22 +647,8 @@ fn start_switch(
     threads: u16,
     plan: &Plan,
 ) -> Result<ChildProcess> {
-    let unlimited = client_limits_off(binary);
-    start_switch_with(binary, scratch, name, storage, threads, plan, &unlimited)
-}
-
-/// [`start_switch`] with `extra` arguments.
-fn start_switch_with(
-    binary: &Path,
-    scratch: &ScratchDir,
-    name: &str,
-    storage: Storage,
-    threads: u16,
-    plan: &Plan,
-    extra: &[String],
-) -> Result<ChildProcess> {
     let mut command = Command::new(binary);
-    command.args(extra);
+    command.args(client_limits_off(binary));
     command
         .env("RUST_LOG", "warn")
         .env_remove("TOKIO_WORKER_THREADS")
