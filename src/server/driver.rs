@@ -126,12 +126,21 @@ impl Driver {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // The end of the oldest store hold (see `held_stores`), moved the same way.
+        let hold_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(hold_timer);
+        let mut hold_armed: Option<Instant> = None;
         loop {
             let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_of(t));
             if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
                 timer.as_mut().reset(deadline);
             }
             armed = deadline;
+            let hold_due = self.durability.as_ref().and_then(Durability::next_hold_due);
+            if let Some(due) = hold_due.filter(|d| hold_armed != Some(*d)) {
+                hold_timer.as_mut().reset(due);
+            }
+            hold_armed = hold_due;
             // `biased` keeps runs reproducible under the simulation (tokio would otherwise
             // pick among ready branches at random). Completions and deadlines go first so a
             // steady stream of commands cannot starve held replies or parked requests.
@@ -144,6 +153,12 @@ impl Driver {
                     // Fired: the next pass re-arms it, even for the same deadline.
                     armed = None;
                     self.engine.handle_timeout(self.clock.now());
+                }
+                () = hold_timer.as_mut(), if hold_armed.is_some() => {
+                    hold_armed = None;
+                    if let Some(durability) = &mut self.durability {
+                        durability.end_due_holds();
+                    }
                 }
                 // Commands left from the last turn: serve the next one at once.
                 () = std::future::ready(()), if !self.waiting.is_empty() => {}
@@ -307,6 +322,11 @@ impl Driver {
                     }
                 }
                 Output::Shutdown => self.begin_shutdown(),
+            }
+        }
+        if let Some(durability) = &mut self.durability {
+            for (request, reply) in durability.take_released() {
+                self.release(request, reply);
             }
         }
     }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::held_stores::{HeldReply, HeldStores, Released};
 use super::metrics::Histogram;
 use crate::engine::{Event, RequestId};
 use crate::protocol::{ErrorReply, QueueName, Reply};
@@ -79,6 +80,14 @@ pub(crate) struct Durability {
     close_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     closed: Option<Result<(), String>>,
     sync_latency: Arc<Histogram>,
+    /// Stores kept out of the journal a little while, for their Ack to drop them
+    /// ([`super::held_stores`]).
+    held_stores: HeldStores,
+    /// The store [`Durability::persist`] held since the last reply was gated.
+    held_since_reply: Option<i64>,
+    /// Replies released outside [`Durability::gate`] and [`Durability::on_completion`]: a
+    /// Send's, when an Ack dropped its held store ([`Durability::take_released`]).
+    released: Vec<(RequestId, Reply)>,
 }
 
 impl Durability {
@@ -109,6 +118,9 @@ impl Durability {
             close_waiters: Vec::new(),
             closed: None,
             sync_latency,
+            held_stores: HeldStores::default(),
+            held_since_reply: None,
+            released: Vec::new(),
         }
     }
 
@@ -137,17 +149,53 @@ impl Durability {
 
     /// Takes an event the engine emitted (and already applied).
     ///
-    /// An Ack of a message whose store is not yet written (still in this wake-up's batch, or
-    /// submitted and not yet taken by the writer) withdraws that store and journals nothing:
-    /// the message then never reaches the disk, so no crash can bring it back, which is all
-    /// a strict Ack promises. The Send that stored it still waits for its own batch's sync.
+    /// An Ack of a message whose store is not yet written (held, see
+    /// [`super::held_stores`]; still in this wake-up's batch; or submitted and not yet taken by
+    /// the writer) withdraws that store and journals nothing: the message then never reaches
+    /// the disk, so no crash can bring it back, which is all a strict Ack promises. A Send
+    /// whose store was held is answered then; one whose store reached a batch still waits
+    /// for that batch's sync.
     pub(crate) fn persist(&mut self, event: Event) {
-        if let Event::MessageAcked { id } = &event {
-            if self.journal.withdraw_stored(id.index, &mut self.batch) {
-                self.withdrawn_since_reply += 1;
-                return;
+        let now = Instant::now();
+        let event = match event {
+            Event::MessageAcked { id } => {
+                if let Some(reply) = self.held_stores.acked(&id.queue, id.index, now) {
+                    self.withdrawn_since_reply += 1;
+                    self.journal.count_withdrawn();
+                    if let Some(reply) = reply {
+                        self.release_after(reply);
+                    }
+                    return;
+                }
+                if self.journal.withdraw_stored(id.index, &mut self.batch) {
+                    self.withdrawn_since_reply += 1;
+                    return;
+                }
+                Event::MessageAcked { id }
             }
-        }
+            Event::MessageStored { .. } => match self.held_stores.offer(event, now) {
+                Ok(index) => {
+                    self.held_since_reply = Some(index);
+                    return;
+                }
+                Err(event) => {
+                    if let Event::MessageStored { id, .. } = &event {
+                        self.journal_held_of(&id.queue.clone(), false);
+                    }
+                    event
+                }
+            },
+            Event::QueueCreated { ref name, .. } => {
+                let name = name.clone();
+                self.journal_held_of(&name, false);
+                event
+            }
+            Event::QueueRemoved { ref name } => {
+                let name = name.clone();
+                self.journal_held_of(&name, true);
+                event
+            }
+        };
         match &event {
             Event::QueueCreated { name, owner: None } => {
                 self.unsynced_creations.insert(name.clone(), self.next_seq);
@@ -159,6 +207,53 @@ impl Durability {
         }
         self.persisted_since_reply += 1;
         self.batch.push(event);
+    }
+
+    /// Puts the stores held for `name` into this wake-up's batch, ahead of an event of that
+    /// queue (its removal, its creation, or a store not held), so that the journal keeps the
+    /// engine's order within the queue.
+    fn journal_held_of(&mut self, name: &QueueName, removed: bool) {
+        let stores = self.held_stores.take_queue(name, removed);
+        self.journal_released(stores);
+    }
+
+    /// Journals stores taken out of the hold in this wake-up's batch; their Sends' replies
+    /// now wait for it.
+    fn journal_released(&mut self, stores: Vec<Released>) {
+        for Released { event, reply } in stores {
+            self.batch.push(event);
+            if let Some((request, reply, _)) = reply {
+                if let Some(reply) = self.hold_for(self.next_seq, request, reply, false) {
+                    self.released.push((request, reply));
+                }
+            }
+        }
+    }
+
+    /// Ends the holds due by now (see [`Durability::next_hold_due`]): their stores join this
+    /// wake-up's batch.
+    pub(crate) fn end_due_holds(&mut self) {
+        let due = self.held_stores.take_due(Instant::now());
+        self.journal_released(due);
+    }
+
+    /// When the oldest held store must join a batch, if any is held.
+    pub(crate) fn next_hold_due(&self) -> Option<Instant> {
+        self.held_stores.next_due()
+    }
+
+    /// Replies released since the last call outside `gate` and `on_completion`: Sends whose
+    /// held store an Ack dropped.
+    pub(crate) fn take_released(&mut self) -> Vec<(RequestId, Reply)> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// A held Send's store was dropped by its Ack: the reply leaves once the events emitted
+    /// before it are durable (at once, usually).
+    fn release_after(&mut self, (request, reply, tag): HeldReply) {
+        if let Some(reply) = self.hold_for(tag, request, reply, false) {
+            self.released.push((request, reply));
+        }
     }
 
     /// Says that `request`, about to reach the engine, is a CreatePersistent of `name`. If
@@ -180,29 +275,52 @@ impl Durability {
         next_index: i64,
     ) -> Option<Reply> {
         let read = !after_sync;
-        let persisted = std::mem::take(&mut self.persisted_since_reply);
+        if read {
+            // A read answered by this change (a parked Transfer its Send completed): what
+            // the change persisted, withdrew or held is counted for the change's own reply,
+            // which comes after.
+            return self.gate_read(request, reply, next_index);
+        }
+        let mut persisted = std::mem::take(&mut self.persisted_since_reply);
         let withdrawn = std::mem::take(&mut self.withdrawn_since_reply);
         let create = self.create_expected.take().filter(|(r, _)| *r == request);
-        if after_sync && persisted == 0 && withdrawn > 0 {
+        let mut reply = reply;
+        if let Some(index) = self.held_since_reply.take() {
+            if persisted == 0 && withdrawn == 0 {
+                // A Send whose store is held: its reply is held with it.
+                let tag = self.tag_of_events_so_far();
+                match self.held_stores.attach_reply(index, (request, reply, tag)) {
+                    Ok(()) => return None,
+                    Err((_, given_back, _)) => reply = given_back,
+                }
+            } else if let Some(Released { event, .. }) = self.held_stores.take(index) {
+                // Something else of this request is journalled: its store goes with it.
+                self.batch.push(event);
+                persisted += 1;
+            }
+        }
+        if persisted == 0 && withdrawn > 0 {
             // Its only change was an Ack that withdrew an unwritten store: nothing of it will
             // ever be on disk, so there is nothing to sync.
             return Some(reply);
         }
-        let tag = if let Some((_, name)) = create.filter(|_| after_sync && persisted == 0) {
+        let tag = if let Some((_, name)) = create.filter(|_| persisted == 0) {
             // A CreatePersistent of an existing queue: only the queue's creation must be
             // durable.
             match self.unsynced_creations.get(&name) {
                 Some(&created_in) => created_in,
                 None => return Some(reply),
             }
-        } else if after_sync {
-            // The latest batch holding an event emitted before this reply.
-            if self.batch.is_empty() {
-                self.next_seq - 1
-            } else {
-                self.next_seq
-            }
-        } else if next_index <= self.durable_floor || !may_show_ids(&reply) {
+        } else {
+            self.tag_of_events_so_far()
+        };
+        self.hold_for(tag, request, reply, false)
+    }
+
+    /// [`Durability::gate`] for a reply that needs no sync: it waits only if it may show an
+    /// id that the durable id floor does not cover yet.
+    fn gate_read(&mut self, request: RequestId, reply: Reply, next_index: i64) -> Option<Reply> {
+        let tag = if next_index <= self.durable_floor || !may_show_ids(&reply) {
             return Some(reply);
         } else if next_index <= self.submitted_floor {
             self.next_seq - 1
@@ -210,6 +328,20 @@ impl Durability {
             // `submit` sends a new floor at the end of this wake-up.
             self.next_seq
         };
+        self.hold_for(tag, request, reply, true)
+    }
+
+    /// The latest batch holding an event emitted so far.
+    fn tag_of_events_so_far(&self) -> u64 {
+        if self.batch.is_empty() {
+            self.next_seq - 1
+        } else {
+            self.next_seq
+        }
+    }
+
+    /// Holds `reply` until batch `tag` is durable; returns it if that is so already.
+    fn hold_for(&mut self, tag: u64, request: RequestId, reply: Reply, read: bool) -> Option<Reply> {
         if tag <= self.synced {
             return Some(reply);
         }
@@ -219,12 +351,20 @@ impl Durability {
             self.hurried_through = self.next_seq - 1;
         }
         self.held_tag_max = self.held_tag_max.max(tag);
-        self.held.push_back(Held {
+        let held = Held {
             tag,
             request,
             reply,
             read,
-        });
+        };
+        if self.held.back().is_none_or(|last| last.tag <= tag) {
+            self.held.push_back(held);
+        } else {
+            // A held Send released by its Ack waits for an earlier batch than the last
+            // reply held: `on_completion` releases them in tag order.
+            let at = self.held.partition_point(|h| h.tag <= tag);
+            self.held.insert(at, held);
+        }
         None
     }
 
@@ -308,7 +448,11 @@ impl Durability {
                      ({error}); retry later"
                 );
                 self.failure = Some(error);
-                self.held
+                // Held stores would wait for a journal that fails: they join the next batch
+                // (retried with everything else), and their Sends wait for it.
+                let stores = self.held_stores.take_all();
+                let failed: Vec<(RequestId, Reply)> = self
+                    .held
                     .drain(..)
                     .map(|held| {
                         let text = if held.read { &read } else { &change };
@@ -317,7 +461,9 @@ impl Durability {
                             Reply::Error(ErrorReply::new(status, text.clone())),
                         )
                     })
-                    .collect()
+                    .collect();
+                self.journal_released(stores);
+                failed
             }
             Some(Completion::Closed(result)) => {
                 let result = result.map_err(|error| error.to_string());
@@ -354,6 +500,8 @@ impl Durability {
             let _ = waiter.send(result.clone());
             return;
         }
+        let stores = self.held_stores.take_all();
+        self.journal_released(stores);
         self.submit(next_index);
         self.close_waiters.push(waiter);
         if self.close_waiters.len() == 1 {
@@ -362,14 +510,16 @@ impl Durability {
     }
 
     fn fail_held(&mut self, status: u16, text: &str) -> Vec<(RequestId, Reply)> {
+        let held_sends = self
+            .held_stores
+            .take_all()
+            .into_iter()
+            .filter_map(|store| store.reply.map(|(request, _, _)| request));
         self.held
             .drain(..)
-            .map(|held| {
-                (
-                    held.request,
-                    Reply::Error(ErrorReply::new(status, text.to_owned())),
-                )
-            })
+            .map(|held| held.request)
+            .chain(held_sends)
+            .map(|request| (request, Reply::Error(ErrorReply::new(status, text.to_owned()))))
             .collect()
     }
 }

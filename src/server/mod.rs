@@ -18,6 +18,7 @@ mod driver;
 mod durable;
 mod fairness;
 mod head_timeout;
+mod held_stores;
 mod http;
 mod id_hash;
 mod inspection;

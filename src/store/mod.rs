@@ -417,6 +417,12 @@ impl Journal {
         withdrawn
     }
 
+    /// Counts a store withdrawn before it reached the journal at all (one the driver held
+    /// back and an Ack dropped), with those [`Journal::withdraw_stored`] takes back.
+    pub fn count_withdrawn(&self) {
+        self.stats.update(|s| s.stores_withdrawn += 1);
+    }
+
     /// The next report from the writer; `None` once the writer is gone.
     pub async fn completion(&mut self) -> Option<Completion> {
         self.completions.recv().await
