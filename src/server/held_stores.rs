@@ -13,10 +13,20 @@
 //! either its store is durable or its message has been acked (then the durable state already
 //! is what it would be after the store and the Ack). The replies of every other request are
 //! unchanged. A store is held only into a queue that saw an Ack within
-//! [`RECENT_ACK_WINDOW`] (a consumer that acks is there) and for at most [`HOLD_MAX`]; then it
-//! joins the next batch like any other event. For a caller that waits for the response of its
-//! request anyway (every RPC client), the hold costs nothing: the response comes before the
-//! Ack that releases the 200.
+//! [`RECENT_ACK_WINDOW`] (a consumer that acks is there), and only while that consumer keeps
+//! working: the hold ends once the queue has had no Ack for the *quiet window* (at least
+//! [`QUIET_MIN`], and twice the recent sync time, see [`HeldStores::take_due`]) and in any
+//! case after [`HOLD_MAX`]; the store then joins the next batch like any other event. For a
+//! caller that waits for the response of its request anyway (every RPC client), the hold
+//! costs nothing: the response comes before the Ack that releases the 200. A Send nobody
+//! waits on the response of waits at most [`HOLD_MAX`] longer for its 200.
+//!
+//! Why the hold follows the consumer rather than a fixed time: a store written after all
+//! makes its Ack wait for a sync, and the OCaml service's Acks, one at a time, then each wait
+//! for one; while it works through such Acks the requests behind them age. A fixed hold
+//! shorter than that backlog lets them be written too, and the service never catches up (on
+//! a disk with 4 ms syncs, a 5 ms hold was measured at 1.5 syncs per RPC, worse than no hold).
+//! Ending the hold only when the consumer goes quiet lets the backlog drain.
 //!
 //! Holding changes the order in which stores reach the journal, which is safe because the only
 //! events a store's replay depends on are about its own queue: an Ack of the same message (it
@@ -26,7 +36,7 @@
 //! Message ids stay safe without the stores: the journal's id floors cover them
 //! (`store::ID_RESERVE`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,13 +45,17 @@ use crate::engine::{Event, RequestId};
 use crate::protocol::{QueueName, Reply};
 
 /// The longest a store is kept out of the journal waiting for its Ack.
-pub(crate) const HOLD_MAX: Duration = Duration::from_millis(5);
+pub(crate) const HOLD_MAX: Duration = Duration::from_millis(200);
+
+/// The shortest quiet window: a queue with held stores and no Ack for this long (or for
+/// twice the recent sync time, if longer) has a consumer that is not coming for them soon.
+pub(crate) const QUIET_MIN: Duration = Duration::from_millis(5);
 
 /// A queue whose last Ack is at most this old has a consumer worth holding its stores for.
 pub(crate) const RECENT_ACK_WINDOW: Duration = Duration::from_secs(1);
 
 /// Held stores at most: each has a Send waiting for its reply, so this is bounded by the
-/// connections already; the cap keeps a flood of Sends from making the scans long.
+/// connections already; the cap bounds the work of a flood of Sends.
 const HELD_MAX: usize = 4096;
 
 /// A Send's reply held with its store: the request, the reply, and the batch holding the
@@ -54,8 +68,8 @@ struct Held {
     /// The `MessageStored` event.
     event: Event,
     queue: QueueName,
-    /// When it must join a batch.
-    due: Instant,
+    /// When it was held.
+    since: Instant,
     /// The Send's reply, once the engine gave it.
     reply: Option<HeldReply>,
 }
@@ -66,11 +80,12 @@ pub(crate) struct Released {
     pub(crate) reply: Option<HeldReply>,
 }
 
-/// The stores held, by message index (ids grow with time, so this is also the order of their
-/// deadlines), and when each persistent queue last saw an Ack.
+/// The stores held, by message index, and when each persistent queue last saw an Ack.
 #[derive(Default)]
 pub(crate) struct HeldStores {
     held: BTreeMap<i64, Held>,
+    /// The indices held, per queue holding any (ids grow with time: the first is the oldest).
+    by_queue: HashMap<QueueName, BTreeSet<i64>>,
     last_ack: HashMap<QueueName, Instant>,
 }
 
@@ -89,12 +104,16 @@ impl HeldStores {
             return Err(event);
         }
         let (index, queue) = (id.index, id.queue.clone());
+        self.by_queue
+            .entry(queue.clone())
+            .or_default()
+            .insert(index);
         self.held.insert(
             index,
             Held {
                 event,
                 queue,
-                due: now + HOLD_MAX,
+                since: now,
                 reply: None,
             },
         );
@@ -130,7 +149,19 @@ impl HeldStores {
         if self.held.get(&index).is_none_or(|held| held.queue != *queue) {
             return None;
         }
-        self.held.remove(&index).map(|held| held.reply)
+        self.take(index).map(|released| released.reply)
+    }
+
+    /// Takes the store of message `index` out of the hold, if held.
+    pub(crate) fn take(&mut self, index: i64) -> Option<Released> {
+        let held = self.held.remove(&index)?;
+        if let Some(indices) = self.by_queue.get_mut(&held.queue) {
+            indices.remove(&index);
+            if indices.is_empty() {
+                self.by_queue.remove(&held.queue);
+            }
+        }
+        Some(held.released())
     }
 
     /// Takes every store held for `queue` (in order), which must reach the journal before
@@ -139,15 +170,9 @@ impl HeldStores {
         if removed {
             self.last_ack.remove(queue);
         }
-        if !self.held.values().any(|held| held.queue == *queue) {
+        let Some(indices) = self.by_queue.remove(queue) else {
             return Vec::new();
-        }
-        let indices: Vec<i64> = self
-            .held
-            .iter()
-            .filter(|(_, held)| held.queue == *queue)
-            .map(|(&index, _)| index)
-            .collect();
+        };
         indices
             .into_iter()
             .filter_map(|index| self.held.remove(&index))
@@ -155,34 +180,50 @@ impl HeldStores {
             .collect()
     }
 
-    /// Takes the store of message `index` out of the hold, if held.
-    pub(crate) fn take(&mut self, index: i64) -> Option<Released> {
-        self.held.remove(&index).map(Held::released)
+    /// When `queue`'s oldest hold, from `since`, ends with quiet window `quiet`.
+    fn due(&self, queue: &QueueName, since: Instant, quiet: Duration) -> Instant {
+        let last_ack = self.last_ack.get(queue).copied().unwrap_or(since);
+        (since + HOLD_MAX).min(since.max(last_ack) + quiet)
     }
 
-    /// Takes the stores whose hold ended by `now`, in order.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Released> {
-        let mut due = Vec::new();
-        while let Some(entry) = self.held.first_entry() {
-            if entry.get().due > now {
-                break;
+    /// Takes, in order, the stores whose hold ended by `now`: held [`HOLD_MAX`], or their
+    /// queue has had no Ack for `quiet` (nor since they were held).
+    pub(crate) fn take_due(&mut self, now: Instant, quiet: Duration) -> Vec<Released> {
+        let mut due_indices = Vec::new();
+        for (queue, indices) in &self.by_queue {
+            for &index in indices {
+                let since = self.held[&index].since;
+                if self.due(queue, since, quiet) > now {
+                    break;
+                }
+                due_indices.push(index);
             }
-            due.push(entry.remove().released());
         }
-        due
+        due_indices.sort_unstable();
+        due_indices
+            .into_iter()
+            .filter_map(|index| self.take(index))
+            .collect()
     }
 
     /// Takes every store held, in order (the journal is closing, or failing).
     pub(crate) fn take_all(&mut self) -> Vec<Released> {
+        self.by_queue.clear();
         std::mem::take(&mut self.held)
             .into_values()
             .map(Held::released)
             .collect()
     }
 
-    /// When the oldest hold ends, if any store is held.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.held.first_key_value().map(|(_, held)| held.due)
+    /// When the next hold ends with quiet window `quiet`, if any store is held.
+    pub(crate) fn next_due(&self, quiet: Duration) -> Option<Instant> {
+        self.by_queue
+            .iter()
+            .filter_map(|(queue, indices)| {
+                let oldest = indices.first()?;
+                Some(self.due(queue, self.held[oldest].since, quiet))
+            })
+            .min()
     }
 }
 
@@ -262,35 +303,65 @@ mod tests {
             "another queue's index"
         );
         assert_eq!(held.acked(&q, 6, now).expect("held"), None, "no reply yet");
-        assert_eq!(held.next_due(), None);
+        assert_eq!(held.next_due(QUIET_MIN), None);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn holds_end_in_order_at_their_deadline_or_with_their_queue() {
+    async fn a_hold_lasts_while_the_queue_sees_acks_and_never_past_the_maximum() {
         let mut held = HeldStores::default();
         let start = Instant::now();
+        let ms = Duration::from_millis;
         let (a, b) = (QueueName::from("a"), QueueName::from("b"));
         held.acked(&a, 0, start);
         held.acked(&b, 0, start);
         held.offer(stored("a", 1), start).unwrap();
         held.offer(stored("b", 2), start).unwrap();
-        let later = start + Duration::from_millis(1);
-        held.offer(stored("a", 3), later).unwrap();
-        held.offer(stored("b", 4), later).unwrap();
-        assert_eq!(held.next_due(), Some(start + HOLD_MAX));
-        let index = |r: &Released| match &r.event {
-            Event::MessageStored { id, .. } => id.index,
-            _ => unreachable!(),
-        };
+        held.offer(stored("a", 3), start + ms(1)).unwrap();
+        assert_eq!(held.next_due(QUIET_MIN), Some(start + QUIET_MIN));
+        // Queue a's consumer keeps acking (other messages): its holds go on; b's end.
+        held.acked(&a, 0, start + ms(4));
+        assert_eq!(held.next_due(QUIET_MIN), Some(start + QUIET_MIN), "b's");
+        let due: Vec<i64> = held.take_due(start + QUIET_MIN, QUIET_MIN).iter().map(index).collect();
+        assert_eq!(due, [2]);
+        assert_eq!(held.next_due(QUIET_MIN), Some(start + ms(4) + QUIET_MIN));
+        // A longer quiet window (slow syncs) keeps them longer.
+        assert!(held.take_due(start + ms(10), ms(20)).is_empty());
+        let mut at = start;
+        while at < start + HOLD_MAX {
+            at += ms(4);
+            held.acked(&a, 0, at);
+        }
+        let due: Vec<i64> = held.take_due(start + HOLD_MAX, QUIET_MIN).iter().map(index).collect();
+        assert_eq!(due, [1], "held the maximum, acks or not");
+        let due: Vec<i64> = held.take_due(start + ms(1) + HOLD_MAX, QUIET_MIN).iter().map(index).collect();
+        assert_eq!(due, [3]);
+        assert_eq!(held.next_due(QUIET_MIN), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_event_or_the_end_takes_its_holds_in_order() {
+        let mut held = HeldStores::default();
+        let start = Instant::now();
+        let (a, b) = (QueueName::from("a"), QueueName::from("b"));
+        held.acked(&a, 0, start);
+        held.acked(&b, 0, start);
+        for (queue, index) in [("a", 1), ("b", 2), ("a", 3), ("b", 4)] {
+            held.offer(stored(queue, index), start).unwrap();
+        }
         let of_a: Vec<i64> = held.take_queue(&a, false).iter().map(index).collect();
         assert_eq!(of_a, [1, 3]);
-        assert!(held.take_due(start + HOLD_MAX - Duration::from_micros(1)).is_empty());
-        let due: Vec<i64> = held.take_due(start + HOLD_MAX).iter().map(index).collect();
-        assert_eq!(due, [2]);
+        assert_eq!(held.take(2).as_ref().map(index), Some(2));
         let rest: Vec<i64> = held.take_all().iter().map(index).collect();
         assert_eq!(rest, [4]);
-        assert_eq!(held.next_due(), None);
+        assert_eq!(held.next_due(QUIET_MIN), None);
         held.take_queue(&a, true);
-        assert!(held.offer(stored("a", 9), later).is_err(), "a removed queue is forgotten");
+        assert!(held.offer(stored("a", 9), start).is_err(), "a removed queue is forgotten");
+    }
+
+    fn index(released: &Released) -> i64 {
+        match &released.event {
+            Event::MessageStored { id, .. } => id.index,
+            _ => unreachable!("only stores are held"),
+        }
     }
 }
