@@ -250,10 +250,11 @@ impl Driver {
                     self.release(id, refusal);
                     return;
                 }
-                if let (Some(durability), Request::CreatePersistent(name)) =
-                    (&mut self.durability, &request)
-                {
-                    durability.expect_create(id, name);
+                if let Some(durability) = &mut self.durability {
+                    durability.begin_request(id);
+                    if let Request::CreatePersistent(name) = &request {
+                        durability.expect_create(id, name);
+                    }
                 }
                 self.engine.handle_request(now, connection, id, request);
             }

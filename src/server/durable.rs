@@ -72,6 +72,9 @@ pub(crate) struct Durability {
     withdrawn_since_reply: usize,
     /// Persistent queues created by batches not yet known durable, with that batch.
     unsynced_creations: HashMap<QueueName, u64>,
+    /// The request the engine is handling ([`Durability::begin_request`]): the events it
+    /// persists are counted for its own reply.
+    current_request: Option<RequestId>,
     /// The CreatePersistent whose reply comes next ([`Durability::expect_create`]).
     create_expected: Option<(RequestId, QueueName)>,
     /// Set while the journal fails: mutations are refused until a sync succeeds.
@@ -116,6 +119,7 @@ impl Durability {
             persisted_since_reply: 0,
             withdrawn_since_reply: 0,
             unsynced_creations: HashMap::new(),
+            current_request: None,
             create_expected: None,
             failure: None,
             writer_gone: false,
@@ -268,6 +272,13 @@ impl Durability {
         }
     }
 
+    /// Says that `request` is about to reach the engine: the events persisted until its
+    /// reply are its own. Other replies may come first (the parked Transfers a Send
+    /// answers), and its own reply may need no sync (a lazy Ack).
+    pub(crate) fn begin_request(&mut self, request: RequestId) {
+        self.current_request = Some(request);
+    }
+
     /// Says that `request`, about to reach the engine, is a CreatePersistent of `name`. If
     /// the queue exists already, the request changes nothing, and its 200 (the queue is
     /// durable) waits only for the batch that created the queue, if that is not durable
@@ -288,9 +299,19 @@ impl Durability {
     ) -> Option<Reply> {
         let read = !after_sync;
         if read {
-            // A read answered by this change (a parked Transfer its Send completed): what
-            // the change persisted, withdrew or held is counted for the change's own reply,
-            // which comes after.
+            if self.current_request == Some(request) {
+                // The request's own reply needs no sync (a lazy Ack): nothing it persisted
+                // changes that, and nothing of it may count for a later reply.
+                self.persisted_since_reply = 0;
+                self.withdrawn_since_reply = 0;
+                if let Some(index) = self.held_since_reply.take() {
+                    let store = self.held_stores.take(index);
+                    self.journal_released(store.into_iter().collect());
+                }
+            }
+            // Otherwise a read answered by this change (a parked Transfer its Send
+            // completed): what the change persisted, withdrew or held is counted for the
+            // change's own reply, which comes after.
             return self.gate_read(request, reply, next_index);
         }
         let mut persisted = std::mem::take(&mut self.persisted_since_reply);
@@ -353,7 +374,13 @@ impl Durability {
     }
 
     /// Holds `reply` until batch `tag` is durable; returns it if that is so already.
-    fn hold_for(&mut self, tag: u64, request: RequestId, reply: Reply, read: bool) -> Option<Reply> {
+    fn hold_for(
+        &mut self,
+        tag: u64,
+        request: RequestId,
+        reply: Reply,
+        read: bool,
+    ) -> Option<Reply> {
         if tag <= self.synced {
             return Some(reply);
         }
@@ -538,7 +565,12 @@ impl Durability {
             .drain(..)
             .map(|held| held.request)
             .chain(held_sends)
-            .map(|request| (request, Reply::Error(ErrorReply::new(status, text.to_owned()))))
+            .map(|request| {
+                (
+                    request,
+                    Reply::Error(ErrorReply::new(status, text.to_owned())),
+                )
+            })
             .collect()
     }
 }
@@ -661,7 +693,9 @@ mod tests {
         // A store and its ack in one wake-up: neither is written. (In queues that saw no
         // Ack yet, so nothing is held, see the tests below.)
         assert!(!change(&mut durability, 5, vec![stored_in("fresh", 3)]));
-        let ack_of_3 = Event::MessageAcked { id: id_in("fresh", 3) };
+        let ack_of_3 = Event::MessageAcked {
+            id: id_in("fresh", 3),
+        };
         assert!(change(&mut durability, 6, vec![ack_of_3]));
         // A store never acked is written, whatever else its batch lost.
         assert!(!change(&mut durability, 7, vec![stored_in("third", 4)]));
@@ -741,7 +775,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_store_into_an_acking_queue_is_held_and_its_ack_drops_it_and_releases_the_send() {
         let (storage, options, mut durability) = slow_journal();
-        assert!(!change(&mut durability, 1, vec![created("service"), stored(1)]));
+        assert!(!change(
+            &mut durability,
+            1,
+            vec![created("service"), stored(1)]
+        ));
         durability.submit(0);
         assert_eq!(released(&mut durability, 1).await, [1]);
         // The queue's first Ack waits for its sync; from now on its stores are held.
@@ -749,7 +787,10 @@ mod tests {
         durability.submit(0);
         assert_eq!(released(&mut durability, 1).await, [2]);
         let syncs = durability.journal.stats().get().batches;
-        assert!(!change(&mut durability, 3, vec![stored(2)]), "the Send waits");
+        assert!(
+            !change(&mut durability, 3, vec![stored(2)]),
+            "the Send waits"
+        );
         assert!(!change(&mut durability, 4, vec![stored(3)]));
         durability.submit(0);
         assert!(durability.next_hold_due().is_some());
@@ -776,6 +817,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lazy_ack_that_drops_a_held_store_leaves_nothing_counted_for_the_next_send() {
+        let (_storage, _options, mut durability) = slow_journal();
+        assert!(!change(
+            &mut durability,
+            1,
+            vec![created("service"), stored(1)]
+        ));
+        durability.submit(0);
+        assert_eq!(released(&mut durability, 1).await, [1]);
+        assert!(!change(&mut durability, 2, vec![acked(1)]));
+        durability.submit(0);
+        assert_eq!(released(&mut durability, 1).await, [2]);
+        let batches = durability.journal.stats().get().batches;
+        for (send, ack, index) in [(3, 4, 2), (5, 6, 3)] {
+            durability.begin_request(RequestId(send));
+            assert!(!change(&mut durability, send, vec![stored(index)]), "held");
+            // A lazy Ack: its own reply needs no sync.
+            durability.begin_request(RequestId(ack));
+            durability.persist(acked(index));
+            assert!(durability
+                .gate(RequestId(ack), Reply::Empty, false, 0)
+                .is_some());
+            assert_eq!(released(&mut durability, 1).await, [send]);
+            durability.submit(0);
+        }
+        let_writer_take().await;
+        assert_eq!(
+            durability.journal.stats().get().batches,
+            batches,
+            "nothing written"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn held_stores_reach_the_journal_before_their_queue_changes_and_on_close() {
         let (storage, options, mut durability) = slow_journal();
         let setup = vec![created("service"), created("other"), stored(1)];
@@ -784,7 +859,9 @@ mod tests {
         assert_eq!(released(&mut durability, 1).await, [1]);
         // Acks in both queues (of 1, and of one the journal never saw in `other`).
         assert!(!change(&mut durability, 2, vec![acked(1)]));
-        let other_acked = Event::MessageAcked { id: id_in("other", 0) };
+        let other_acked = Event::MessageAcked {
+            id: id_in("other", 0),
+        };
         assert!(!change(&mut durability, 3, vec![other_acked]));
         durability.submit(0);
         assert_eq!(released(&mut durability, 2).await, [2, 3]);

@@ -146,7 +146,11 @@ impl HeldStores {
                 self.last_ack.insert(queue.clone(), now);
             }
         }
-        if self.held.get(&index).is_none_or(|held| held.queue != *queue) {
+        if self
+            .held
+            .get(&index)
+            .is_none_or(|held| held.queue != *queue)
+        {
             return None;
         }
         self.take(index).map(|released| released.reply)
@@ -272,7 +276,10 @@ mod tests {
         assert_eq!(held.offer(stored("q", 2), now).ok(), Some(2));
         assert!(held.offer(stored("other", 3), now).is_err());
         let later = now + RECENT_ACK_WINDOW + Duration::from_millis(1);
-        assert!(held.offer(stored("q", 4), later).is_err(), "the Ack is too old");
+        assert!(
+            held.offer(stored("q", 4), later).is_err(),
+            "the Ack is too old"
+        );
         assert!(held
             .offer(
                 Event::MessageAcked {
@@ -321,7 +328,11 @@ mod tests {
         // Queue a's consumer keeps acking (other messages): its holds go on; b's end.
         held.acked(&a, 0, start + ms(4));
         assert_eq!(held.next_due(QUIET_MIN), Some(start + QUIET_MIN), "b's");
-        let due: Vec<i64> = held.take_due(start + QUIET_MIN, QUIET_MIN).iter().map(index).collect();
+        let due: Vec<i64> = held
+            .take_due(start + QUIET_MIN, QUIET_MIN)
+            .iter()
+            .map(index)
+            .collect();
         assert_eq!(due, [2]);
         assert_eq!(held.next_due(QUIET_MIN), Some(start + ms(4) + QUIET_MIN));
         // A longer quiet window (slow syncs) keeps them longer.
@@ -331,9 +342,17 @@ mod tests {
             at += ms(4);
             held.acked(&a, 0, at);
         }
-        let due: Vec<i64> = held.take_due(start + HOLD_MAX, QUIET_MIN).iter().map(index).collect();
+        let due: Vec<i64> = held
+            .take_due(start + HOLD_MAX, QUIET_MIN)
+            .iter()
+            .map(index)
+            .collect();
         assert_eq!(due, [1], "held the maximum, acks or not");
-        let due: Vec<i64> = held.take_due(start + ms(1) + HOLD_MAX, QUIET_MIN).iter().map(index).collect();
+        let due: Vec<i64> = held
+            .take_due(start + ms(1) + HOLD_MAX, QUIET_MIN)
+            .iter()
+            .map(index)
+            .collect();
         assert_eq!(due, [3]);
         assert_eq!(held.next_due(QUIET_MIN), None);
     }
@@ -355,7 +374,10 @@ mod tests {
         assert_eq!(rest, [4]);
         assert_eq!(held.next_due(QUIET_MIN), None);
         held.take_queue(&a, true);
-        assert!(held.offer(stored("a", 9), start).is_err(), "a removed queue is forgotten");
+        assert!(
+            held.offer(stored("a", 9), start).is_err(),
+            "a removed queue is forgotten"
+        );
     }
 
     fn index(released: &Released) -> i64 {
