@@ -182,18 +182,16 @@ impl Durability {
                 }
                 Event::MessageAcked { id }
             }
-            Event::MessageStored { .. } => match self.held_stores.offer(event, now) {
-                Ok(index) => {
+            Event::MessageStored { ref id, .. } => {
+                let (queue, index) = (id.queue.clone(), id.index);
+                if self.held_stores.wants(&queue, now) {
+                    self.held_stores.hold(&queue, index, event, now);
                     self.held_since_reply = Some(index);
                     return;
                 }
-                Err(event) => {
-                    if let Event::MessageStored { id, .. } = &event {
-                        self.journal_held_of(&id.queue.clone(), false);
-                    }
-                    event
-                }
-            },
+                self.journal_held_of(&queue, false);
+                event
+            }
             Event::QueueCreated { ref name, .. } => {
                 let name = name.clone();
                 self.journal_held_of(&name, false);

@@ -90,20 +90,18 @@ pub(crate) struct HeldStores {
 }
 
 impl HeldStores {
-    /// Keeps `event` if it is a `MessageStored` worth holding at `now` (its queue's consumer
-    /// acked recently and the cap is not reached); otherwise gives it back.
-    pub(crate) fn offer(&mut self, event: Event, now: Instant) -> Result<i64, Event> {
-        let Event::MessageStored { id, .. } = &event else {
-            return Err(event);
-        };
+    /// Whether a store into `queue` is worth holding at `now`: its consumer acked recently
+    /// and the cap is not reached.
+    pub(crate) fn wants(&self, queue: &QueueName, now: Instant) -> bool {
         let acked_recently = self
             .last_ack
-            .get(&id.queue)
+            .get(queue)
             .is_some_and(|&at| now.saturating_duration_since(at) <= RECENT_ACK_WINDOW);
-        if !acked_recently || self.held.len() >= HELD_MAX {
-            return Err(event);
-        }
-        let (index, queue) = (id.index, id.queue.clone());
+        acked_recently && self.held.len() < HELD_MAX
+    }
+
+    /// Holds `event`, the `MessageStored` of message `index` into `queue`, from `now`.
+    pub(crate) fn hold(&mut self, queue: &QueueName, index: i64, event: Event, now: Instant) {
         self.by_queue
             .entry(queue.clone())
             .or_default()
@@ -112,12 +110,11 @@ impl HeldStores {
             index,
             Held {
                 event,
-                queue,
+                queue: queue.clone(),
                 since: now,
                 reply: None,
             },
         );
-        Ok(index)
     }
 
     /// Attaches the Send's reply to the store of message `index`; gives the reply back if that
@@ -263,6 +260,16 @@ mod tests {
         }
     }
 
+    /// Holds the store if it is wanted, as `Durability::persist` does.
+    fn offer(held: &mut HeldStores, queue: &str, index: i64, now: Instant) -> bool {
+        let name = QueueName::from(queue);
+        let wanted = held.wants(&name, now);
+        if wanted {
+            held.hold(&name, index, stored(queue, index), now);
+        }
+        wanted
+    }
+
     fn reply(request: u64) -> HeldReply {
         (RequestId(request), Reply::Empty, 0)
     }
@@ -271,26 +278,12 @@ mod tests {
     async fn only_a_queue_acked_recently_holds_its_stores() {
         let mut held = HeldStores::default();
         let now = Instant::now();
-        assert!(held.offer(stored("q", 1), now).is_err(), "no Ack seen yet");
+        assert!(!offer(&mut held, "q", 1, now), "no Ack seen yet");
         assert!(held.acked(&QueueName::from("q"), 0, now).is_none());
-        assert_eq!(held.offer(stored("q", 2), now).ok(), Some(2));
-        assert!(held.offer(stored("other", 3), now).is_err());
+        assert!(offer(&mut held, "q", 2, now));
+        assert!(!offer(&mut held, "other", 3, now));
         let later = now + RECENT_ACK_WINDOW + Duration::from_millis(1);
-        assert!(
-            held.offer(stored("q", 4), later).is_err(),
-            "the Ack is too old"
-        );
-        assert!(held
-            .offer(
-                Event::MessageAcked {
-                    id: MessageId {
-                        queue: QueueName::from("q"),
-                        index: 2
-                    }
-                },
-                now
-            )
-            .is_err());
+        assert!(!offer(&mut held, "q", 4, later), "the Ack is too old");
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,8 +292,8 @@ mod tests {
         let now = Instant::now();
         let q = QueueName::from("q");
         held.acked(&q, 0, now);
-        held.offer(stored("q", 5), now).unwrap();
-        held.offer(stored("q", 6), now).unwrap();
+        assert!(offer(&mut held, "q", 5, now));
+        assert!(offer(&mut held, "q", 6, now));
         held.attach_reply(5, reply(50)).unwrap();
         assert!(held.attach_reply(7, reply(70)).is_err(), "not held");
         let dropped = held.acked(&q, 5, now).expect("held");
@@ -321,9 +314,9 @@ mod tests {
         let (a, b) = (QueueName::from("a"), QueueName::from("b"));
         held.acked(&a, 0, start);
         held.acked(&b, 0, start);
-        held.offer(stored("a", 1), start).unwrap();
-        held.offer(stored("b", 2), start).unwrap();
-        held.offer(stored("a", 3), start + ms(1)).unwrap();
+        assert!(offer(&mut held, "a", 1, start));
+        assert!(offer(&mut held, "b", 2, start));
+        assert!(offer(&mut held, "a", 3, start + ms(1)));
         assert_eq!(held.next_due(QUIET_MIN), Some(start + QUIET_MIN));
         // Queue a's consumer keeps acking (other messages): its holds go on; b's end.
         held.acked(&a, 0, start + ms(4));
@@ -365,7 +358,7 @@ mod tests {
         held.acked(&a, 0, start);
         held.acked(&b, 0, start);
         for (queue, index) in [("a", 1), ("b", 2), ("a", 3), ("b", 4)] {
-            held.offer(stored(queue, index), start).unwrap();
+            assert!(offer(&mut held, queue, index, start));
         }
         let of_a: Vec<i64> = held.take_queue(&a, false).iter().map(index).collect();
         assert_eq!(of_a, [1, 3]);
@@ -375,7 +368,7 @@ mod tests {
         assert_eq!(held.next_due(QUIET_MIN), None);
         held.take_queue(&a, true);
         assert!(
-            held.offer(stored("a", 9), start).is_err(),
+            !offer(&mut held, "a", 9, start),
             "a removed queue is forgotten"
         );
     }
