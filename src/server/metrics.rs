@@ -430,7 +430,7 @@ fn journal_counters(out: &mut String, journal: &JournalStats) {
     counter(
         out,
         "message_switch_journal_stores_withdrawn_total",
-        "Messages acked before the journal writer took their store, so neither was written.",
+        "Messages acked before their store was written (held back by the switch, or waiting for the journal writer), so neither was written.",
         journal.stores_withdrawn,
     );
     counter(
