@@ -770,20 +770,22 @@ mod tests {
         closed.await.unwrap().unwrap();
     }
 
+    /// Creates queue `service`, stores message 1 there (request 1) and acks it (request 2),
+    /// each synced: from then on the queue holds its stores.
+    async fn acking_service_queue(durability: &mut Durability) {
+        assert!(!change(durability, 1, vec![created("service"), stored(1)]));
+        durability.submit(0);
+        assert_eq!(released(durability, 1).await, [1]);
+        // The queue's first Ack waits for its sync.
+        assert!(!change(durability, 2, vec![acked(1)]));
+        durability.submit(0);
+        assert_eq!(released(durability, 1).await, [2]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_store_into_an_acking_queue_is_held_and_its_ack_drops_it_and_releases_the_send() {
         let (storage, options, mut durability) = slow_journal();
-        assert!(!change(
-            &mut durability,
-            1,
-            vec![created("service"), stored(1)]
-        ));
-        durability.submit(0);
-        assert_eq!(released(&mut durability, 1).await, [1]);
-        // The queue's first Ack waits for its sync; from now on its stores are held.
-        assert!(!change(&mut durability, 2, vec![acked(1)]));
-        durability.submit(0);
-        assert_eq!(released(&mut durability, 1).await, [2]);
+        acking_service_queue(&mut durability).await;
         let syncs = durability.journal.stats().get().batches;
         assert!(
             !change(&mut durability, 3, vec![stored(2)]),
@@ -817,16 +819,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lazy_ack_that_drops_a_held_store_leaves_nothing_counted_for_the_next_send() {
         let (_storage, _options, mut durability) = slow_journal();
-        assert!(!change(
-            &mut durability,
-            1,
-            vec![created("service"), stored(1)]
-        ));
-        durability.submit(0);
-        assert_eq!(released(&mut durability, 1).await, [1]);
-        assert!(!change(&mut durability, 2, vec![acked(1)]));
-        durability.submit(0);
-        assert_eq!(released(&mut durability, 1).await, [2]);
+        acking_service_queue(&mut durability).await;
         let batches = durability.journal.stats().get().batches;
         for (send, ack, index) in [(3, 4, 2), (5, 6, 3)] {
             durability.begin_request(RequestId(send));
