@@ -1,5 +1,6 @@
-//! Stores kept out of the journal for a few milliseconds, in the hope that their Ack comes
-//! first (issue 20: durability costs only what it buys).
+//! Stores kept out of the journal while their queue's consumer keeps acking (at most
+//! [`HOLD_MAX`]), in the hope that their own Ack comes first (issue 20: durability costs only
+//! what it buys).
 //!
 //! In the toolstack's RPC pattern a request to a persistent queue is taken by a waiting
 //! service at once and acked a millisecond or two later, after the service has sent its
@@ -15,7 +16,7 @@
 //! unchanged. A store is held only into a queue that saw an Ack within
 //! [`RECENT_ACK_WINDOW`] (a consumer that acks is there), and only while that consumer keeps
 //! working: the hold ends once the queue has had no Ack for the *quiet window* (at least
-//! [`QUIET_MIN`], and twice the recent sync time, see [`HeldStores::take_due`]) and in any
+//! [`QUIET_MIN`], and twice the recent sync time: the owner's `Durability::hold_quiet`) and in any
 //! case after [`HOLD_MAX`]; the store then joins the next batch like any other event. For a
 //! caller that waits for the response of its request anyway (every RPC client), the hold
 //! costs nothing: the response comes before the Ack that releases the 200. A Send nobody
