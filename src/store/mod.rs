@@ -412,7 +412,7 @@ impl Journal {
             None => self.inbox.withdraw_stored(index),
         };
         if withdrawn {
-            self.stats.update(|s| s.stores_withdrawn += 1);
+            self.count_withdrawn();
         }
         withdrawn
     }

@@ -635,31 +635,49 @@ fn send(completions: &mpsc::UnboundedSender<Completion>, completion: Completion)
     let _ = completions.send(completion);
 }
 
-/// Drains the writer's wake-ups and takes the waiting batches into `pending` (up to
-/// [`GATHER_BYTES_MAX`]), noting in `urgent` whether a reply waits for them; returns
-/// whether a close was asked for.
-fn gather(
-    receiver: &mut mpsc::UnboundedReceiver<ToWriter>,
-    inbox: &Inbox,
-    pending: &mut Vec<Batch>,
-    pending_bytes: &mut usize,
-    urgent: &mut bool,
-) -> bool {
-    let mut closing = false;
-    // Wake-ups first: every batch submitted before a Close is in the inbox by then.
-    loop {
-        match receiver.try_recv() {
-            Ok(ToWriter::Submitted) => {}
-            Ok(ToWriter::Close) => closing = true,
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                closing = true;
-                break;
+/// The batches a writer has taken from its inbox and not yet made durable.
+#[derive(Default)]
+struct Pending {
+    batches: Vec<Batch>,
+    /// The sum of their size hints.
+    bytes: usize,
+    /// A reply waits for one of them.
+    urgent: bool,
+}
+
+impl Pending {
+    /// Drains the writer's wake-ups and takes the waiting batches (up to
+    /// [`GATHER_BYTES_MAX`]), noting whether a reply waits for them; returns whether a close
+    /// was asked for.
+    fn gather(&mut self, receiver: &mut mpsc::UnboundedReceiver<ToWriter>, inbox: &Inbox) -> bool {
+        let mut closing = false;
+        // Wake-ups first: every batch submitted before a Close is in the inbox by then.
+        loop {
+            match receiver.try_recv() {
+                Ok(ToWriter::Submitted) => {}
+                Ok(ToWriter::Close) => closing = true,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closing = true;
+                    break;
+                }
             }
         }
+        self.urgent |= inbox.take(&mut self.batches, &mut self.bytes, GATHER_BYTES_MAX);
+        closing
     }
-    *urgent |= inbox.take(pending, pending_bytes, GATHER_BYTES_MAX);
-    closing
+
+    /// Whether it waits for nothing to be made durable.
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Forgets the batches (now durable), keeping the buffer.
+    fn committed(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+        self.urgent = false;
+    }
 }
 
 fn journal_handle(
@@ -743,9 +761,7 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
         .name("journal-writer".into())
         .spawn(move || {
             super::writer_priority::apply_to_current_thread(writer_nice);
-            let mut pending: Vec<Batch> = Vec::new();
-            let mut pending_bytes = 0usize;
-            let mut urgent = false;
+            let mut pending = Pending::default();
             // Durable batches not yet applied to the snapshot thread's shadow state.
             let mut unapplied: Vec<Batch> = Vec::new();
             let mut unapplied_bytes = 0usize;
@@ -760,12 +776,12 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
                         Some(ToWriter::Close) | None => closing = true,
                     }
                 }
-                closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes, &mut urgent);
-                if !pending.is_empty() && !urgent && !closing {
+                closing |= pending.gather(&mut receiver, &inbox);
+                if !pending.is_empty() && !pending.urgent && !closing {
                     // No reply waits for these (lazy Acks): let them ride with the next sync
                     // one does.
                     inbox.wait_until_urgent(DEFERRED_SYNC_MAX);
-                    closing |= gather(&mut receiver, &inbox, &mut pending, &mut pending_bytes, &mut urgent);
+                    closing |= pending.gather(&mut receiver, &inbox);
                 }
                 while let Ok(result) = results.try_recv() {
                     compacting = false;
@@ -777,22 +793,20 @@ pub(crate) fn spawn_threads<S: Storage>(prepared: Prepared<S>) -> Opened {
                     }
                 }
                 if !pending.is_empty() {
-                    match commit(&mut log, &pending, &stats) {
+                    match commit(&mut log, &pending.batches, &stats) {
                         Ok(through) => {
                             send(&completions, Completion::Synced { through });
-                            urgent = false;
                             delay = RETRY_DELAY_MIN;
                             if compactor_thread.is_some() {
-                                unapplied.append(&mut pending);
-                                unapplied_bytes += pending_bytes;
+                                unapplied.append(&mut pending.batches);
+                                unapplied_bytes += pending.bytes;
                                 if unapplied_bytes >= SHADOW_HANDOFF_BYTES {
                                     let batches = std::mem::take(&mut unapplied);
                                     let _ = to_compactor.send(ToCompactor::Apply(batches, log.last_seq()));
                                     unapplied_bytes = 0;
                                 }
                             }
-                            pending.clear();
-                            pending_bytes = 0;
+                            pending.committed();
                         }
                         Err(error) => {
                             let error = Arc::new(error);
@@ -875,9 +889,7 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
     let (journal, mut receiver, completions, inbox) = journal_handle(stats.clone());
     tokio::spawn(async move {
         let never = AtomicBool::new(false);
-        let mut pending: Vec<Batch> = Vec::new();
-        let mut pending_bytes = 0usize;
-        let mut urgent = false;
+        let mut pending = Pending::default();
         let mut closing = false;
         let mut delay = RETRY_DELAY_MIN;
         let mut close_attempts = 0u32;
@@ -888,14 +900,8 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
                     Some(ToWriter::Close) | None => closing = true,
                 }
             }
-            closing |= gather(
-                &mut receiver,
-                &inbox,
-                &mut pending,
-                &mut pending_bytes,
-                &mut urgent,
-            );
-            if !pending.is_empty() && !urgent && !closing {
+            closing |= pending.gather(&mut receiver, &inbox);
+            if !pending.is_empty() && !pending.urgent && !closing {
                 // As the threaded writer: deferrable batches wait for an urgent one, here
                 // woken by the wake-up every submission and hurry sends.
                 let deadline = tokio::time::Instant::now() + DEFERRED_SYNC_MAX;
@@ -909,23 +915,17 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
                         Err(_) => break,
                     }
                 }
-                closing |= gather(
-                    &mut receiver,
-                    &inbox,
-                    &mut pending,
-                    &mut pending_bytes,
-                    &mut urgent,
-                );
+                closing |= pending.gather(&mut receiver, &inbox);
             }
             if !pending.is_empty() {
-                let mut result = log.write(&pending);
+                let mut result = log.write(&pending.batches);
                 if result.is_ok() && !sync_delay.is_zero() {
                     // The window in which a simulated crash loses the write.
                     tokio::time::sleep(sync_delay).await;
                     // Batches that arrived meanwhile wait for the next commit.
                 }
                 if result.is_ok() {
-                    result = commit_sync(&mut log, &pending, &stats);
+                    result = commit_sync(&mut log, &pending.batches, &stats);
                 } else {
                     let error = result.as_ref().err().map(ToString::to_string);
                     tracing::error!(error, "journal write failed");
@@ -936,13 +936,11 @@ pub(crate) fn spawn_task<S: Storage>(prepared: Prepared<S>, sync_delay: Duration
                 }
                 match result {
                     Ok(()) => {
-                        let through = pending.last().map_or(0, |b| b.seq);
+                        let through = pending.batches.last().map_or(0, |b| b.seq);
                         send(&completions, Completion::Synced { through });
-                        urgent = false;
                         delay = RETRY_DELAY_MIN;
-                        pending_bytes = 0;
-                        compactor.apply(&pending, log.last_seq());
-                        pending.clear();
+                        compactor.apply(&pending.batches, log.last_seq());
+                        pending.committed();
                     }
                     Err(error) => {
                         let error = Arc::new(error);
