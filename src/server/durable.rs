@@ -192,26 +192,24 @@ impl Durability {
                 self.journal_held_of(&queue, false);
                 event
             }
-            Event::QueueCreated { ref name, .. } => {
+            Event::QueueCreated {
+                ref name,
+                ref owner,
+            } => {
                 let name = name.clone();
                 self.journal_held_of(&name, false);
+                if owner.is_none() {
+                    self.unsynced_creations.insert(name, self.next_seq);
+                }
                 event
             }
             Event::QueueRemoved { ref name } => {
                 let name = name.clone();
                 self.journal_held_of(&name, true);
+                self.unsynced_creations.remove(&name);
                 event
             }
         };
-        match &event {
-            Event::QueueCreated { name, owner: None } => {
-                self.unsynced_creations.insert(name.clone(), self.next_seq);
-            }
-            Event::QueueRemoved { name } => {
-                self.unsynced_creations.remove(name);
-            }
-            _ => {}
-        }
         self.persisted_since_reply += 1;
         self.batch.push(event);
     }
