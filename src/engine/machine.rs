@@ -1,7 +1,7 @@
 //! The switch as a deterministic state machine: requests, disconnects and timeouts in;
 //! replies, durable events and shutdown out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::protocol::{
 };
 
 use super::config::{AckSync, Config};
+use super::name_map::NameMap;
 use super::state::{Event, Queue, QueueStore};
 use super::time::{seconds_to_duration, Timestamp};
 use super::trace::{message_record, TraceRecord, TraceRing};
@@ -187,7 +188,7 @@ pub struct Engine {
     /// Only ever looked up by name, never iterated, so its order cannot reach an output: a
     /// hash map spares each Send the name comparisons of a B-tree search, which grew with
     /// thousands of parked Transfers (docs/performance.md, "10,000 idle waiters").
-    transfers_by_queue: HashMap<QueueName, BTreeSet<RequestId>>,
+    transfers_by_queue: NameMap<BTreeSet<RequestId>>,
     traces: BTreeMap<RequestId, ParkedTrace>,
     traces_by_from: BTreeSet<(i64, RequestId)>,
     deadlines: BTreeSet<(Timestamp, RequestId)>,
@@ -224,7 +225,7 @@ impl Engine {
             connections: BTreeMap::new(),
             session_connections: BTreeMap::new(),
             transfers: BTreeMap::new(),
-            transfers_by_queue: HashMap::new(),
+            transfers_by_queue: NameMap::default(),
             traces: BTreeMap::new(),
             traces_by_from: BTreeSet::new(),
             deadlines: BTreeSet::new(),

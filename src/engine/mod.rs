@@ -23,6 +23,7 @@
 
 mod config;
 mod machine;
+mod name_map;
 mod state;
 mod time;
 mod trace;

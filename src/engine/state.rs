@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::protocol::{Message, MessageId, Origin, QueueName, SessionToken};
 
+use super::name_map::NameMap;
 use super::time::Timestamp;
 
 /// A change to the durable state. These are what a journal records and replays.
@@ -73,7 +74,12 @@ pub struct Queue {
 /// The queues and the id counter.
 #[derive(Clone, PartialEq, Debug)]
 pub struct QueueStore {
-    queues: BTreeMap<QueueName, Queue>,
+    /// The queues by name, hashed: every request looks its queues up (see `name_map`). Its
+    /// order is never shown; `names` keeps the order.
+    queues: NameMap<Queue>,
+    /// The names of `queues`, ascending: what every walk over the queues goes by, so that
+    /// lists, diagnostics, snapshots and recovery's removals are in name order.
+    names: BTreeSet<QueueName>,
     by_owner: BTreeMap<SessionToken, BTreeSet<QueueName>>,
     next_index: i64,
     message_count: usize,
@@ -86,7 +92,8 @@ impl QueueStore {
     /// journal (protocol.md part A.3).
     pub fn new(first_index: i64) -> Self {
         Self {
-            queues: BTreeMap::new(),
+            queues: NameMap::default(),
+            names: BTreeSet::new(),
             by_owner: BTreeMap::new(),
             next_index: first_index,
             message_count: 0,
@@ -107,6 +114,7 @@ impl QueueStore {
                         .or_default()
                         .insert(name.clone());
                 }
+                self.names.insert(name.clone());
                 self.queues.insert(
                     name.clone(),
                     Queue {
@@ -119,6 +127,7 @@ impl QueueStore {
                 let Some(queue) = self.queues.remove(name) else {
                     return;
                 };
+                self.names.remove(name);
                 self.message_count -= queue.messages.len();
                 self.payload_bytes -= queue.payload_bytes;
                 if let Some(owner) = &queue.owner {
@@ -237,7 +246,10 @@ impl QueueStore {
 
     /// All queues, ascending by name.
     pub fn queues(&self) -> impl DoubleEndedIterator<Item = (&QueueName, &Queue)> {
-        self.queues.iter()
+        // `apply` keeps the two in step, so every name has its queue.
+        self.names
+            .iter()
+            .filter_map(|name| self.queues.get_key_value(name))
     }
 
     /// The queues whose names start with `prefix`, ascending by name.
@@ -245,9 +257,10 @@ impl QueueStore {
         &'a self,
         prefix: &'a QueueName,
     ) -> impl Iterator<Item = (&'a QueueName, &'a Queue)> + 'a {
-        self.queues
+        self.names
             .range(prefix.clone()..)
-            .take_while(move |(name, _)| name.as_bytes().starts_with(prefix.as_bytes()))
+            .take_while(move |name| name.as_bytes().starts_with(prefix.as_bytes()))
+            .filter_map(|name| self.queues.get_key_value(name))
     }
 
     /// The queues owned by `session`.
@@ -279,7 +292,7 @@ impl QueueStore {
     /// [`QueueStore::apply`] like any replay. The id counter is not covered (an empty queue
     /// list has no events); callers carry [`QueueStore::next_index`] beside them.
     pub fn snapshot_events(&self) -> impl Iterator<Item = Event> + '_ {
-        self.queues.iter().flat_map(|(name, queue)| {
+        self.queues().flat_map(|(name, queue)| {
             let created = Event::QueueCreated {
                 name: name.clone(),
                 owner: queue.owner.clone(),
@@ -301,8 +314,7 @@ impl QueueStore {
     /// restart their sessions are gone, so recovery applies these and journals them (so that
     /// a later persistent queue of the same name is not mistaken for the old transient one).
     pub fn transient_queue_removals(&self) -> Vec<Event> {
-        self.queues
-            .iter()
+        self.queues()
             .filter(|(_, queue)| queue.owner.is_some())
             .map(|(name, _)| Event::QueueRemoved { name: name.clone() })
             .collect()

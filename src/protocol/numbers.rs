@@ -22,6 +22,19 @@ pub fn parse_int64(text: &str) -> Option<i64> {
     if !digits.bytes().next()?.is_ascii_alphanumeric() {
         return None;
     }
+    // Every id the clients send: at most 18 plain decimal digits, which cannot overflow, read
+    // without a check per digit.
+    if !wraps && digits.len() <= 18 && digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        let magnitude = digits
+            .bytes()
+            .fold(0i64, |value, byte| value * 10 + i64::from(byte - b'0'));
+        return Some(if negative { -magnitude } else { magnitude });
+    }
+    digits_of_radix(negative, radix, digits, wraps)
+}
+
+/// The digits of an `int64` after its sign and prefix, in any case [`parse_int64`] accepts.
+fn digits_of_radix(negative: bool, radix: u32, digits: &str, wraps: bool) -> Option<i64> {
     let mut magnitude: u64 = 0;
     for byte in digits.bytes() {
         if byte == b'_' {
@@ -78,6 +91,25 @@ pub fn parse_float(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The plain-decimal fast path reads every input as the general digit loop does.
+        #[test]
+        fn plain_decimals_read_as_the_general_way(
+            sign in prop::sample::select(vec!["", "-", "+"]),
+            // Around the 18 digits the fast path takes, with and without separators.
+            digits in prop_oneof!["[0-9]{1,20}", "9[0-9]{17,19}", "[0-9_]{1,21}"],
+        ) {
+            let text = format!("{sign}{digits}");
+            let general = if digits.as_bytes()[0].is_ascii_alphanumeric() {
+                digits_of_radix(sign == "-", 10, &digits, false)
+            } else {
+                None
+            };
+            prop_assert_eq!(parse_int64(&text), general);
+        }
+    }
 
     #[test]
     fn int64_like_ocaml() {
