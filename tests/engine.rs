@@ -868,6 +868,32 @@ fn mutations_are_marked_to_wait_for_sync_and_reads_are_not() {
 }
 
 #[test]
+fn an_engine_without_a_journal_emits_no_changes_and_no_reply_waits_but_shutdown() {
+    let mut h = Harness::new();
+    h.engine = Engine::new(Config::default(), h.now).without_journal();
+    h.login(1, "a");
+    let flag_and_events = |outputs: &[Output]| {
+        let flag = outputs.iter().find_map(|o| match o {
+            Output::Reply { after_sync, .. } => Some(*after_sync),
+            _ => None,
+        });
+        (flag, events(outputs).len())
+    };
+    let (_, outputs) = h.submit(1, Request::CreatePersistent("q".into()));
+    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    let (_, outputs) = h.submit(1, send("q", "x", "r"));
+    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    let (_, outputs) = h.submit(1, Request::Ack(MessageId::new("q".into(), h.first_id())));
+    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    let (_, outputs) = h.submit(1, send("q", "y", "r"));
+    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    // The state changed all the same.
+    assert_eq!(h.engine.store().message_count(), 1);
+    let (_, outputs) = h.submit(1, Request::Shutdown);
+    assert_eq!(flag_and_events(&outputs), (Some(true), 0));
+}
+
+#[test]
 fn transient_changes_and_lazy_acks_do_not_wait_for_sync() {
     let mut h = Harness::with_config(Config {
         ack_sync: AckSync::Lazy,

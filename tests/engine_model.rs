@@ -516,6 +516,8 @@ proptest! {
         reply_messages in prop_oneof![Just(usize::MAX), 1..4usize],
         queue_messages in prop_oneof![Just(usize::MAX), 1..5usize],
         stored_messages in prop_oneof![Just(usize::MAX), 2..9usize],
+        // A switch without a journal builds its engine without one: it must answer the same.
+        journalled in any::<bool>(),
     ) {
         let config = Config {
             transfer_reply_bytes_max: reply_messages,
@@ -523,8 +525,9 @@ proptest! {
             stored_bytes_max: stored_messages,
             ..Config::default()
         };
+        let engine = Engine::new(config, Timestamp::from_unix_nanos(START));
         let mut run = Run {
-            engine: Engine::new(config, Timestamp::from_unix_nanos(START)),
+            engine: if journalled { engine } else { engine.without_journal() },
             model: Model::new(reply_messages, queue_messages, stored_messages),
             next_request: 0,
         };

@@ -199,6 +199,8 @@ pub struct Engine {
     /// Set by `handle_shutdown`: from then on nothing parks, so a Transfer that arrives
     /// while connections drain is answered at once instead of holding the shutdown up.
     stopping: bool,
+    /// Whether a journal takes the changes (see [`Engine::without_journal`]).
+    journalled: bool,
 }
 
 impl Engine {
@@ -234,7 +236,17 @@ impl Engine {
             outputs: VecDeque::new(),
             counters: Counters::default(),
             stopping: false,
+            journalled: true,
         }
+    }
+
+    /// This engine for a switch without a journal: it emits no [`Output::Persist`], and no
+    /// reply is marked to wait for a sync (Shutdown's aside), so nothing looks a change's
+    /// queue up a second time to decide whether it would be journalled. Everything else,
+    /// replies and state included, is as with a journal.
+    pub fn without_journal(mut self) -> Self {
+        self.journalled = false;
+        self
     }
 
     /// The durable state, read-only.
@@ -333,7 +345,8 @@ impl Engine {
         }
         let session = session.unwrap_or_default();
         // Shutdown promises that everything before it is durable, so it waits like a mutation.
-        let after_sync = matches!(request, Request::Shutdown) || self.waits_for_sync(&request);
+        let after_sync = matches!(request, Request::Shutdown)
+            || (self.journalled && self.waits_for_sync(&request));
         let reply = match request {
             Request::Login(token) => self.login(connection, token),
             Request::CreatePersistent(name) => self.create(name, None),
@@ -483,6 +496,9 @@ impl Engine {
     /// Applies `event` and asks for it to be journalled, unless it only changes a transient
     /// queue (see [`QueueStore::is_volatile`]).
     fn emit(&mut self, event: Event) {
+        if !self.journalled {
+            return self.store.apply(&event);
+        }
         let volatile = self.store.is_volatile(&event);
         self.store.apply(&event);
         if !volatile {

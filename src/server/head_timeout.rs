@@ -8,7 +8,8 @@
 //! connection's stream keeps the timer instead:
 //!
 //! - it is armed by the first bytes read while no request is being served (the start of a
-//!   head: the client has begun its next request);
+//!   head: the client has begun its next request), and its clock starts when a read first
+//!   has to wait for more of that head;
 //! - it is disarmed once hyper hands the parsed head to the service ([`RequestTracker::begin`]);
 //! - if it expires while a read waits for more bytes, the read fails with `TimedOut` and
 //!   hyper closes the connection.
@@ -16,8 +17,10 @@
 //! A connection over the connection limit is armed from the moment it is accepted: it
 //! occupies a descriptor, and its only purpose is to carry a 429.
 //!
-//! A normal request (whole head in one read) costs one clock reading and no allocation: the
-//! sleep is only created if a read would wait while the head is incomplete.
+//! A normal request (whole head in one read) costs no clock reading and no allocation: the
+//! deadline and its sleep are only made if a read would wait while the head is incomplete.
+//! The limit then runs from that first wait rather than from the first byte, later by the
+//! time the switch took to read what had already arrived.
 
 use std::future::Future;
 use std::io;
@@ -88,7 +91,8 @@ pub(crate) struct HeadTimeoutIo<Io> {
 struct Armed {
     /// The tracker's head count when the timer was armed: a change means the head completed.
     heads: u64,
-    deadline: Instant,
+    /// Set from the start for a connection over the limit; else when a read first waits.
+    deadline: Option<Instant>,
     /// Created only when a read has to wait for the rest of the head.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -105,7 +109,7 @@ impl<Io> HeadTimeoutIo<Io> {
         let armed = match limit {
             Some(limit) if from_start => Some(Armed {
                 heads: tracker.heads(),
-                deadline: Instant::now() + limit,
+                deadline: Some(Instant::now() + limit),
                 sleep: None,
             }),
             _ => None,
@@ -136,19 +140,18 @@ impl<Io: AsyncRead + Unpin> AsyncRead for HeadTimeoutIo<Io> {
         match &result {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len() > before;
-                if read && this.armed.is_none() && !this.tracker.busy() {
-                    if let Some(limit) = this.limit {
-                        this.armed = Some(Armed {
-                            heads: this.tracker.heads(),
-                            deadline: Instant::now() + limit,
-                            sleep: None,
-                        });
-                    }
+                if read && this.armed.is_none() && !this.tracker.busy() && this.limit.is_some() {
+                    this.armed = Some(Armed {
+                        heads: this.tracker.heads(),
+                        deadline: None,
+                        sleep: None,
+                    });
                 }
             }
             Poll::Pending => {
                 if let Some(armed) = &mut this.armed {
-                    let deadline = armed.deadline;
+                    let limit = this.limit.unwrap_or_default();
+                    let deadline = *armed.deadline.get_or_insert_with(|| Instant::now() + limit);
                     let sleep = armed
                         .sleep
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use super::admission::{most_troubled, Admit, REFUSAL_LOG_INTERVAL};
@@ -283,8 +284,17 @@ async fn ask_engine(
         request,
         reply: reply_sender,
     };
-    if shared.commands.send(command).await.is_err() {
-        return shutting_down();
+    // The queue to the driver nearly always has room: hand the command over at once, and
+    // build the waiting send (which moves the command again) only when it is full. Waiting
+    // senders are served first either way: a free slot is never left while one waits.
+    match shared.commands.try_send(command) {
+        Ok(()) => {}
+        Err(TrySendError::Full(command)) => {
+            if shared.commands.send(command).await.is_err() {
+                return shutting_down();
+            }
+        }
+        Err(TrySendError::Closed(_)) => return shutting_down(),
     }
     match reply_receiver.await {
         Ok(Reply::Transfer(transfer)) if TransferBody::worth_streaming(&transfer) => {

@@ -191,7 +191,7 @@ impl Switch {
     /// Nothing is persisted: every reply is released as soon as the engine makes it.
     pub fn start(config: Config) -> Switch {
         let start_time = config.start_time.unwrap_or_else(wall_clock_now);
-        let engine = Engine::new(config.engine.clone(), start_time);
+        let engine = Engine::new(config.engine.clone(), start_time).without_journal();
         Self::launch(config, start_time, engine, None)
     }
 
