@@ -506,9 +506,13 @@ impl<'a> Scan<'a> {
             self.pos += 1;
             let fraction_start = self.pos;
             digits(self)?;
-            zero_fraction = self.input[fraction_start..self.pos].iter().all(|&b| b == b'0');
+            zero_fraction = self.input[fraction_start..self.pos]
+                .iter()
+                .all(|&b| b == b'0');
         }
-        if !matches!(self.input.get(self.pos), Some(b'e' | b'E')) && zero_fraction && whole.len() <= 15
+        if !matches!(self.input.get(self.pos), Some(b'e' | b'E'))
+            && zero_fraction
+            && whole.len() <= 15
         {
             // A whole number, bare or with a zero fraction (`30.0`, as the crate's client
             // writes its timeouts): up to 15 digits are exact in a float, so read them
