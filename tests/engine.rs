@@ -152,6 +152,15 @@ fn events(outputs: &[Output]) -> Vec<Event> {
         .collect()
 }
 
+/// Whether the first reply among `outputs` waits for a sync, and how many changes they journal.
+fn sync_flag_and_events(outputs: &[Output]) -> (Option<bool>, usize) {
+    let flag = outputs.iter().find_map(|o| match o {
+        Output::Reply { after_sync, .. } => Some(*after_sync),
+        _ => None,
+    });
+    (flag, events(outputs).len())
+}
+
 #[test]
 fn requests_need_a_session_except_login_diagnostics_and_trace() {
     let mut h = Harness::new();
@@ -872,25 +881,18 @@ fn an_engine_without_a_journal_emits_no_changes_and_no_reply_waits_but_shutdown(
     let mut h = Harness::new();
     h.engine = Engine::new(Config::default(), h.now).without_journal();
     h.login(1, "a");
-    let flag_and_events = |outputs: &[Output]| {
-        let flag = outputs.iter().find_map(|o| match o {
-            Output::Reply { after_sync, .. } => Some(*after_sync),
-            _ => None,
-        });
-        (flag, events(outputs).len())
-    };
     let (_, outputs) = h.submit(1, Request::CreatePersistent("q".into()));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, send("q", "x", "r"));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, Request::Ack(MessageId::new("q".into(), h.first_id())));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, send("q", "y", "r"));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     // The state changed all the same.
     assert_eq!(h.engine.store().message_count(), 1);
     let (_, outputs) = h.submit(1, Request::Shutdown);
-    assert_eq!(flag_and_events(&outputs), (Some(true), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(true), 0));
 }
 
 #[test]
@@ -900,40 +902,33 @@ fn transient_changes_and_lazy_acks_do_not_wait_for_sync() {
         ..Config::default()
     });
     h.login(1, "a");
-    let flag_and_events = |outputs: &[Output]| {
-        let flag = outputs.iter().find_map(|o| match o {
-            Output::Reply { after_sync, .. } => Some(*after_sync),
-            _ => None,
-        });
-        (flag, events(outputs).len())
-    };
     let (_, outputs) = h.submit(1, Request::CreateTransient(Some("t".into())));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, Request::CreateTransient(None));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, send("t", "x", "r"));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(
         1,
         Request::Ack(MessageId::new("t".into(), h.first_id() + 1)),
     );
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     let (_, outputs) = h.submit(1, Request::Destroy("t".into()));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 0));
     assert!(h.engine.store().queue(&"t".into()).is_none());
     // The same name made persistent: its changes are journalled and wait again…
     let (_, outputs) = h.submit(1, Request::CreatePersistent("t".into()));
-    assert_eq!(flag_and_events(&outputs), (Some(true), 1));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(true), 1));
     let (_, outputs) = h.submit(1, send("t", "y", "r"));
-    assert_eq!(flag_and_events(&outputs), (Some(true), 1));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(true), 1));
     // …and so does a CreateTransient that finds it.
     let (_, outputs) = h.submit(1, Request::CreateTransient(Some("t".into())));
-    assert_eq!(flag_and_events(&outputs), (Some(true), 0));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(true), 0));
     // A lazy ack is journalled but does not wait.
     let Reply::Transfer(transfer) = h.call(1, transfer(None, 0.0, &["t"])) else {
         panic!("no transfer")
     };
     let (id, _) = transfer.messages[0].clone();
     let (_, outputs) = h.submit(1, Request::Ack(id));
-    assert_eq!(flag_and_events(&outputs), (Some(false), 1));
+    assert_eq!(sync_flag_and_events(&outputs), (Some(false), 1));
 }
