@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use common::raw::{tcp, Raw};
 
 use message_switch::engine::{self, Timestamp};
-use message_switch::server::{bind_unix, Config, Switch};
+use message_switch::server::{bind_tcp, bind_unix, Config, Switch};
 
 /// A fixed start time makes message ids (which derive from it) reproducible.
 const START: i64 = 1_700_000_000_000_000_000;
@@ -366,6 +366,47 @@ async fn a_live_socket_path_is_not_stolen_but_a_stale_one_is_replaced() {
     let not_socket = dir.path().join("file");
     std::fs::write(&not_socket, b"x").unwrap();
     assert!(bind_unix(&not_socket, 0o600).await.is_err());
+}
+
+/// A burst of connections larger than tokio's default backlog (128) is held by the kernel
+/// until the switch accepts it: with the default, the connections past the backlog had their
+/// SYNs dropped and retried a second later (seen as 1-s calls with 256 TCP callers).
+#[tokio::test]
+async fn a_burst_of_tcp_connections_waits_in_the_backlog_instead_of_being_dropped() {
+    const BURST: usize = 300;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < BURST {
+        eprintln!("skipped: net.core.somaxconn is {somaxconn}, below the burst of {BURST}");
+        return;
+    }
+    // Nothing accepts: every connection must complete into the backlog alone.
+    let listener = bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
+    let address = listener.local_addr().unwrap();
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            tokio::spawn(async move {
+                // Well under the kernel's first SYN retry (1 s).
+                tokio::time::timeout(Duration::from_millis(700), TcpStream::connect(address)).await
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for connect in connects {
+        if let Ok(Ok(stream)) = connect.await.unwrap() {
+            connected.push(stream);
+        }
+    }
+    assert_eq!(
+        connected.len(),
+        BURST,
+        "connections completed into the backlog"
+    );
+    // And it is a listener that accepts them.
+    let (accepted, _) = listener.accept().await.unwrap();
+    drop(accepted);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use tokio::net::{TcpListener, UnixListener};
 
 use message_switch::cli::switch::Args;
-use message_switch::server::{bind_unix, runtime, Config, Switch};
+use message_switch::server::{bind_tcp, bind_unix, runtime, Config, Switch};
 use message_switch::systemd::activation::{self, Passed};
 use message_switch::systemd::notify::{self, Notifier, Readiness};
 
@@ -117,9 +117,7 @@ async fn listen<'a>(
         serve_passed(switch, socket)?;
     }
     for address in tcp {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))?;
+        let listener = bind_tcp(address).with_context(|| format!("cannot listen on {address}"))?;
         eprintln!("listening on tcp {}", listener.local_addr()?);
         switch.serve(listener);
     }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -428,6 +428,26 @@ impl Switch {
     pub fn open_connections(&self) -> usize {
         self.shared.open_connections.load(Ordering::Acquire)
     }
+}
+
+/// How many connections a TCP listener lets the kernel hold before they are accepted (the
+/// kernel caps it at `net.core.somaxconn`). tokio's `TcpListener::bind` asks for 128: a burst
+/// of more connections than that (a host's services starting together, a benchmark's 512)
+/// had SYNs dropped and retried a second later, so a call waited about 1 s for its connection.
+/// The Unix listener gets the kernel's maximum already.
+const TCP_BACKLOG: u32 = 4096;
+
+/// Listens on `address` (with `SO_REUSEADDR`, so a restart does not wait for the old
+/// connections' `TIME_WAIT`) with a backlog of [`TCP_BACKLOG`].
+pub fn bind_tcp(address: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(TCP_BACKLOG)
 }
 
 /// Binds a Unix socket at `path` with permissions `mode`. A stale socket file left by a

@@ -27,7 +27,7 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 
 use message_switch::client::Connector;
 
@@ -44,7 +44,8 @@ pub fn run_server(unix: &Path, threads: u16) -> Result<()> {
 }
 
 async fn serve(unix: &Path) -> Result<()> {
-    let tcp = TcpListener::bind("127.0.0.1:0").await?;
+    // Bound as the switch binds its own, so a burst of connections meets the same backlog.
+    let tcp = message_switch::server::bind_tcp(([127, 0, 0, 1], 0).into())?;
     eprintln!("listening on tcp {}", tcp.local_addr()?);
     let _ = std::fs::remove_file(unix);
     let unix_listener = UnixListener::bind(unix)?;
