@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use crate::protocol::{
     Diagnostics, Entry, ErrorReply, Message, MessageId, MessageKind, Origin, QueueDiagnostics,
-    QueueName, Reply, Request, SessionToken, TraceMessage, TransferReply, TransferRequest,
-    TRANSFER_FROM_START,
+    QueueName, Reply, Request, SessionToken, TraceEvent, TraceMessage, TransferReply,
+    TransferRequest, TRANSFER_FROM_START,
 };
 
 use super::config::{AckSync, Config};
@@ -310,6 +310,14 @@ impl Engine {
             summaries.sort_by(|a, b| a.name.cmp(&b.name));
         }
         summaries
+    }
+
+    /// The trace events with an id ≥ `from`, ascending, with their payloads as recorded
+    /// instead of compacted the reference's way (see
+    /// [`TraceRing::events_as_recorded_from`]). A read, as a Trace request that does not
+    /// wait is, but for readers inside the switch: nothing is recorded or changed.
+    pub fn trace_as_recorded_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
+        self.trace.events_as_recorded_from(from)
     }
 
     /// The time the engine started.

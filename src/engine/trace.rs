@@ -144,26 +144,43 @@ impl TraceRing {
     /// Every held event with an id ≥ `from`, ascending, with payloads compacted as the
     /// reference shows them.
     pub fn events_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
-        let first_held = self.events.front().map_or(self.next_id, |(id, _)| *id);
-        let skip = usize::try_from(from.saturating_sub(first_held)).unwrap_or(0);
-        self.events
-            .iter()
-            .skip(skip)
-            .map(|(id, recorded)| (*id, self.render(recorded)))
+        self.held_from(from)
+            .map(|(id, recorded)| (*id, self.render(recorded, Payloads::Compacted)))
             .collect()
     }
 
-    fn render(&self, recorded: &Recorded) -> TraceEvent {
+    /// Every held event with an id ≥ `from`, ascending, with payloads as recorded (only
+    /// those over [`TRACE_PAYLOAD_KEPT_BYTES_MAX`] cut, and marked so): for a reader inside
+    /// the switch that never shows a payload (the console's sampler), so that no payload is
+    /// parsed and rewritten for it. Sharing a payload costs a reference count.
+    pub fn events_as_recorded_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
+        self.held_from(from)
+            .map(|(id, recorded)| (*id, self.render(recorded, Payloads::AsRecorded)))
+            .collect()
+    }
+
+    fn held_from(&self, from: i64) -> impl Iterator<Item = &(i64, Recorded)> {
+        let first_held = self.events.front().map_or(self.next_id, |(id, _)| *id);
+        let skip = usize::try_from(from.saturating_sub(first_held)).unwrap_or(0);
+        self.events.iter().skip(skip)
+    }
+
+    fn render(&self, recorded: &Recorded, payloads: Payloads) -> TraceEvent {
         let record = &recorded.record;
-        let message = match &record.message {
-            TraceMessage::Message(id, message) if !recorded.payload_cut => TraceMessage::Message(
-                id.clone(),
-                Message {
-                    payload: Bytes::from(compact_payload(&message.payload, self.truncate_bytes)),
-                    kind: message.kind.clone(),
-                },
-            ),
-            other => other.clone(),
+        let message = match (&record.message, payloads) {
+            (TraceMessage::Message(id, message), Payloads::Compacted) if !recorded.payload_cut => {
+                TraceMessage::Message(
+                    id.clone(),
+                    Message {
+                        payload: Bytes::from(compact_payload(
+                            &message.payload,
+                            self.truncate_bytes,
+                        )),
+                        kind: message.kind.clone(),
+                    },
+                )
+            }
+            (other, _) => other.clone(),
         };
         TraceEvent {
             time: record.time.unix_seconds(),
@@ -174,6 +191,15 @@ impl TraceRing {
             processing_time: record.processing_time,
         }
     }
+}
+
+/// How [`TraceRing`] renders payloads for a reader.
+#[derive(Clone, Copy)]
+enum Payloads {
+    /// As the reference shows them on the wire.
+    Compacted,
+    /// As kept, shared.
+    AsRecorded,
 }
 
 /// A trace record for a message.
@@ -269,6 +295,45 @@ mod tests {
         );
         let ids: Vec<i64> = small.events_from(0).iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [3, 4]);
+    }
+
+    #[test]
+    fn as_recorded_reads_share_payloads_and_differ_from_wire_reads_only_in_them() {
+        let mut ring = TraceRing::new(10, 1 << 20, 4);
+        let id = MessageId::new("q".into(), 7);
+        let payload = Bytes::from_static(br#"{ "method": "VM.start" }"#);
+        let message = Message {
+            payload: payload.clone(),
+            kind: crate::protocol::MessageKind::Request {
+                reply_to: "caller".into(),
+            },
+        };
+        ring.record(message_record(
+            Timestamp::from_unix_nanos(1),
+            None,
+            None,
+            &id,
+            &message,
+            None,
+        ));
+        ring.record(ack("q"));
+        let wire = ring.events_from(1);
+        let recorded = ring.events_as_recorded_from(0);
+        assert_eq!(recorded.len(), 2);
+        assert_eq!(recorded[1].0, 1);
+        assert_eq!(wire, recorded[1..]);
+        let TraceMessage::Message(_, read) = &recorded[0].1.message else {
+            panic!("a message event");
+        };
+        assert_eq!(
+            read.payload.as_ptr(),
+            payload.as_ptr(),
+            "shared, not copied"
+        );
+        let TraceMessage::Message(_, compacted) = &ring.events_from(0)[0].1.message else {
+            panic!("a message event");
+        };
+        assert_eq!(compacted.payload, r#"{"meth…":"VM.s…"}"#.as_bytes());
     }
 
     #[test]

@@ -32,9 +32,12 @@ pub(crate) enum Command {
     },
     Disconnect(ConnectionId),
     Stats(oneshot::Sender<EngineStats>),
-    /// Counts plus per-queue summaries (at most `queues_max` of them), for `/metrics`.
+    /// Counts plus per-queue summaries (at most `queues_max` of them), for `/metrics`, and
+    /// with `trace_from` the trace events from that id, for the console's sampler, all read
+    /// in one pass.
     Inspect {
         queues_max: usize,
+        trace_from: Option<i64>,
         reply: oneshot::Sender<Inspection>,
     },
     Shutdown,
@@ -281,12 +284,19 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.engine.stats());
             }
-            Command::Inspect { queues_max, reply } => {
+            Command::Inspect {
+                queues_max,
+                trace_from,
+                reply,
+            } => {
                 let _ = reply.send(Inspection {
                     now,
                     start: self.engine.start_time(),
                     stats: self.engine.stats(),
                     queues: self.engine.queue_summaries(queues_max),
+                    trace: trace_from
+                        .map(|from| self.engine.trace_as_recorded_from(from))
+                        .unwrap_or_default(),
                 });
             }
             Command::Shutdown => self.begin_shutdown(),

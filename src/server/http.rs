@@ -309,6 +309,7 @@ async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
     let (reply, inspection) = oneshot::channel();
     let command = Command::Inspect {
         queues_max: shared.config.metrics_queues_max,
+        trace_from: None,
         reply,
     };
     if shared.commands.send(command).await.is_err() {

@@ -5,6 +5,7 @@
 //! (which read it), so that none of them has to import another sideways.
 
 use crate::engine::{EngineStats, QueueSummary, Timestamp};
+use crate::protocol::TraceEvent;
 
 /// A point-in-time view of the engine for metrics.
 pub(crate) struct Inspection {
@@ -12,4 +13,7 @@ pub(crate) struct Inspection {
     pub(crate) start: Timestamp,
     pub(crate) stats: EngineStats,
     pub(crate) queues: Vec<QueueSummary>,
+    /// The trace events asked for (`Command::Inspect`'s `trace_from`), ascending by id, with
+    /// payloads as recorded; empty when none were.
+    pub(crate) trace: Vec<(i64, TraceEvent)>,
 }

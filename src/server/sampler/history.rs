@@ -404,6 +404,18 @@ pub(super) fn listener(summary: &QueueSummary, now: Timestamp) -> &'static str {
 /// (the xapi-idl envelope) or a non-null `"error"` member (JSON-RPC). Anything else,
 /// including payloads that are not JSON, counts as success: the switch cannot know better.
 pub(super) fn is_error_response(payload: &[u8]) -> bool {
+    could_report_an_error(payload) && parses_as_an_error(payload)
+}
+
+/// Whether `payload` has the bytes an error response needs: the literal `false` (which JSON
+/// cannot escape), the word `error`, or a backslash (a key spelled with escapes). Most
+/// responses have none, and are not parsed.
+fn could_report_an_error(payload: &[u8]) -> bool {
+    let contains = |word: &[u8]| payload.windows(word.len()).any(|window| window == word);
+    payload.contains(&b'\\') || contains(b"false") || contains(b"error")
+}
+
+fn parses_as_an_error(payload: &[u8]) -> bool {
     let Ok(value) = json::parse(payload) else {
         return false;
     };
@@ -467,6 +479,7 @@ mod tests {
                 ..EngineStats::default()
             },
             queues,
+            trace: Vec::new(),
         }
     }
 
@@ -773,5 +786,38 @@ mod tests {
         ));
         assert!(!is_error_response(br#"{"result":1,"error":null,"id":1}"#));
         assert!(!is_error_response(b"not json"));
+        // Keys spelled with escapes are still keys.
+        assert!(is_error_response(br#"{"\u0065rror":"x"}"#));
+        assert!(is_error_response(br#"{"succ\u0065ss":false}"#));
+    }
+
+    proptest::proptest! {
+        /// The byte check before parsing never hides an error response: objects made of
+        /// the members that make one, spelled plainly or with escapes, and of others.
+        #[test]
+        fn the_byte_check_agrees_with_parsing(
+            members in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        r#""success""#, r#""error""#, r#""e\u0072ror""#, r#""succ\u0065ss""#,
+                        r#""contents""#, r#""x""#,
+                    ]),
+                    proptest::sample::select(vec![
+                        "false", "true", "null", "1", r#""x""#, r#""false""#, r#"{"error":1}"#,
+                    ]),
+                ),
+                0..4,
+            )
+        ) {
+            let body: Vec<String> =
+                members.iter().map(|(key, value)| format!("{key}:{value}")).collect();
+            let payload = format!("{{{}}}", body.join(","));
+            proptest::prop_assert_eq!(
+                is_error_response(payload.as_bytes()),
+                parses_as_an_error(payload.as_bytes()),
+                "{}",
+                payload
+            );
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! The console's sampler: once a second it asks the driver for what the engine already
 //! exposes (the counts and the busiest queues' summaries, as `/metrics` does, and the trace
-//! events recorded since the last sample, as any `/trace` reader does) and folds them into a
+//! events recorded since the last sample, as a `/trace` reader reads them) and folds them into a
 //! bounded history that `GET /admin/api/overview` serves as JSON.
 //!
 //! The engine stays pure: sampling is the shell's job, and the engine sees the sampler only
-//! as one more reader of the trace (a Trace request that never waits) and of the queue
-//! summaries. What the sampler keeps is bounded whatever the load: at most
+//! as one more reader of the trace (as a Trace request that never waits, but with payloads
+//! as recorded, not compacted) and of the queue summaries, both read by one
+//! `Command::Inspect`. What the sampler keeps is bounded whatever the load: at most
 //! [`SamplerConfig::queues_max`] queues with a series of [`SamplerConfig::history_len`]
 //! samples, at most [`SamplerConfig::edges_max`] service-map edges with a bounded number of
 //! latencies each, and a bounded map from request ids to callers.
@@ -25,8 +26,6 @@ use tokio::time::MissedTickBehavior;
 
 use super::driver::Command;
 use super::inspection::Inspection;
-use crate::engine::ConnectionId;
-use crate::protocol::{Reply, Request, TraceEvent};
 use history::History;
 
 /// How the console's sampler samples, and how much it keeps.
@@ -54,12 +53,6 @@ impl Default for SamplerConfig {
         }
     }
 }
-
-/// The sampler's connection id in the engine. The sampler never logs in (a Trace read needs
-/// no session) and never parks (it reads with a zero timeout), so the engine keeps nothing
-/// for it; the id only has to differ from the ones the accept loops hand out, which count up
-/// from zero.
-const SAMPLER_CONNECTION: ConnectionId = ConnectionId(u64::MAX);
 
 /// A shared handle on the sampled history, cheap to clone; what the console's JSON endpoint
 /// reads.
@@ -125,47 +118,29 @@ async fn run(
             return;
         };
         let cursor = samples.lock().trace_cursor();
-        let Some((inspection, events)) = sample(&commands, cursor).await else {
+        let Some(inspection) = sample(&commands, cursor).await else {
             return;
         };
         // Do not hold a sender while idle: the driver ends when the switch's handles go.
         drop(commands);
-        samples.lock().record(&inspection, &events);
+        samples.lock().record(&inspection, &inspection.trace);
     }
 }
 
-/// One sample: every queue's summary (one pass over the queues in the driver, as a
-/// `/metrics` scrape; the ranking happens here, off the driver), then the trace events from
-/// `cursor` (the whole ring the first time). `None` once the driver is gone.
-async fn sample(
-    commands: &mpsc::Sender<Command>,
-    cursor: i64,
-) -> Option<(Inspection, Vec<(i64, TraceEvent)>)> {
+/// One sample, in one pass of the driver: every queue's summary (as a `/metrics` scrape; the
+/// ranking happens here, off the driver) and the trace events from `cursor` (the whole ring
+/// the first time), with payloads as recorded: the sampler never shows one, and compacting
+/// each for it, as a `/trace` reader gets them, would parse every payload in the driver.
+/// `None` once the driver is gone.
+async fn sample(commands: &mpsc::Sender<Command>, cursor: i64) -> Option<Inspection> {
     let (reply, inspection) = oneshot::channel();
     commands
         .send(Command::Inspect {
             queues_max: usize::MAX,
+            trace_from: Some(cursor),
             reply,
         })
         .await
         .ok()?;
-    let inspection = inspection.await.ok()?;
-    let (reply, answer) = oneshot::channel();
-    commands
-        .send(Command::Request {
-            connection: SAMPLER_CONNECTION,
-            request: Request::Trace {
-                from: cursor,
-                timeout_s: 0.0,
-            },
-            reply,
-        })
-        .await
-        .ok()?;
-    let events = match answer.await.ok()? {
-        Reply::Trace(events) => events,
-        // A Trace read without waiting cannot fail; if it ever did, sample nothing from it.
-        _ => Vec::new(),
-    };
-    Some((inspection, events))
+    inspection.await.ok()
 }

@@ -341,6 +341,7 @@ mod tests {
                     ..EngineStats::default()
                 },
                 queues,
+                trace: Vec::new(),
             };
             history.record(&inspection, &events);
         }
@@ -389,6 +390,7 @@ mod tests {
                 oldest: Some(Timestamp::from_unix_nanos(T0)),
                 next_transfer_expected: None,
             }],
+            trace: Vec::new(),
         };
         history.record(&inspection, &[]);
         let value: Value = serde_json::from_slice(&overview(&history)).unwrap();
