@@ -89,6 +89,9 @@ pub struct WindowCpu {
     pub elapsed: Duration,
     /// CPU time the server process used during the window.
     pub server: Duration,
+    /// The part of `server` spent in user mode (the rest is the kernel's, on its behalf),
+    /// when measured.
+    pub server_user: Option<Duration>,
     /// CPU time the bench process (the load generator) used during the window.
     pub client: Duration,
 }
@@ -98,6 +101,10 @@ impl WindowCpu {
     pub fn add(&mut self, other: WindowCpu) {
         self.elapsed += other.elapsed;
         self.server += other.server;
+        self.server_user = match (self.server_user, other.server_user) {
+            (Some(mine), Some(theirs)) => Some(mine + theirs),
+            _ => None,
+        };
         self.client += other.client;
     }
 }
@@ -106,19 +113,21 @@ impl WindowCpu {
 /// the workers to stop. The workers must already be running.
 pub async fn run_window(flags: &Flags, timing: Timing, server_pid: u32) -> Result<WindowCpu> {
     tokio::time::sleep(timing.warmup).await;
-    let server_before = child::cpu_time(server_pid)?;
+    let (user_before, system_before) = child::cpu_split(server_pid)?;
     let client_before = child::cpu_time(std::process::id())?;
     let start = Instant::now();
     flags.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(timing.window).await;
     flags.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed();
-    let server_after = child::cpu_time(server_pid)?;
+    let (user_after, system_after) = child::cpu_split(server_pid)?;
     let client_after = child::cpu_time(std::process::id())?;
     flags.stopping.store(true, Ordering::Relaxed);
+    let server_user = user_after.saturating_sub(user_before);
     Ok(WindowCpu {
         elapsed,
-        server: server_after.saturating_sub(server_before),
+        server: server_user + system_after.saturating_sub(system_before),
+        server_user: Some(server_user),
         client: client_after.saturating_sub(client_before),
     })
 }
@@ -197,6 +206,11 @@ impl Throughput {
     /// Server CPU time per operation.
     pub fn server_cpu_per_operation(&self) -> Duration {
         per_operation(self.cpu.server, self.latency.count())
+    }
+
+    /// The user-mode part of [`Throughput::server_cpu_per_operation`], when measured.
+    pub fn server_user_cpu_per_operation(&self) -> Option<Duration> {
+        Some(per_operation(self.cpu.server_user?, self.latency.count()))
     }
 
     /// Bench (client) CPU time per operation.

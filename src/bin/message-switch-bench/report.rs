@@ -566,12 +566,29 @@ impl Report {
                 continue;
             };
             let ratio = ratio_value(exchange, floor.server_cpu_per_operation());
+            let user_share = |total: Duration, user: Option<Duration>| match user {
+                Some(user) if !total.is_zero() => {
+                    format!(
+                        ", {:.0} % user",
+                        100.0 * user.as_secs_f64() / total.as_secs_f64()
+                    )
+                }
+                _ => String::new(),
+            };
             rows.push((
                 format!(
                     "{name}, {concurrency} caller(s), Unix, in memory: switch CPU per exchange \
-                     ({} µs) ÷ echo per round trip ({} µs)",
+                     ({} µs{}) ÷ echo per round trip ({} µs{})",
                     micros(exchange),
-                    micros(floor.server_cpu_per_operation())
+                    user_share(
+                        cell.server_cpu_per_operation(),
+                        cell.server_user_cpu_per_operation()
+                    ),
+                    micros(floor.server_cpu_per_operation()),
+                    user_share(
+                        floor.server_cpu_per_operation(),
+                        floor.server_user_cpu_per_operation()
+                    ),
                 ),
                 format!("{ratio:.2}"),
                 format!("≤ {goal}"),

@@ -114,6 +114,7 @@ pub async fn fanout<C: Connector>(
     let cpu = WindowCpu {
         elapsed,
         server: crate::child::cpu_time(switch_pid)?.saturating_sub(server_before),
+        server_user: None,
         client: crate::child::cpu_time(std::process::id())?.saturating_sub(client_before),
     };
     drop(listening);
@@ -382,6 +383,7 @@ impl Sender {
         self.cpu.add(WindowCpu {
             elapsed: start.elapsed(),
             server: crate::child::cpu_time(self.pid)?.saturating_sub(server_before),
+            server_user: None,
             client: crate::child::cpu_time(std::process::id())?.saturating_sub(client_before),
         });
         Ok(())
