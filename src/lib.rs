@@ -6,6 +6,8 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod logs;
+#[cfg(test)]
+mod proptest_support;
 pub mod protocol;
 pub mod server;
 pub mod sexp;

@@ -3,6 +3,8 @@
 //! run against the engine and against a small reference model written here from the
 //! protocol description. After every step the replies and the durable state must agree.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -508,7 +510,7 @@ impl Run {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(512))]
 
     #[test]
     fn engine_matches_the_reference_model(

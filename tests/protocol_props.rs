@@ -38,7 +38,7 @@ fn yojson_string(bytes: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(1000))]
 
     #[test]
     fn string_escaping_is_yojsons_byte_by_byte(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

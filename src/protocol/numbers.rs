@@ -22,15 +22,33 @@ pub fn parse_int64(text: &str) -> Option<i64> {
     if !digits.bytes().next()?.is_ascii_alphanumeric() {
         return None;
     }
-    // Every id the clients send: at most 18 plain decimal digits, which cannot overflow, read
-    // without a check per digit.
-    if !wraps && digits.len() <= 18 && digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        let magnitude = digits
-            .bytes()
-            .fold(0i64, |value, byte| value * 10 + i64::from(byte - b'0'));
-        return Some(if negative { -magnitude } else { magnitude });
+    // Every id the clients send: at most 19 plain decimal digits (the switch's ids, which
+    // count from the start time in ns, have 19), which cannot overflow a u64, read without
+    // a check per digit and then checked once against the i64 range.
+    if !wraps && digits.len() <= 19 {
+        if let Some(magnitude) = plain_decimal(digits) {
+            return if negative {
+                (magnitude <= i64::MAX as u64 + 1).then(|| (magnitude as i64).wrapping_neg())
+            } else {
+                i64::try_from(magnitude).ok()
+            };
+        }
     }
     digits_of_radix(negative, radix, digits, wraps)
+}
+
+/// The value of at most 19 decimal digits (which cannot overflow), in one pass; `None` at the
+/// first byte that is not a digit.
+fn plain_decimal(digits: &str) -> Option<u64> {
+    let mut magnitude = 0u64;
+    for byte in digits.bytes() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        magnitude = magnitude * 10 + u64::from(digit);
+    }
+    Some(magnitude)
 }
 
 /// The digits of an `int64` after its sign and prefix, in any case [`parse_int64`] accepts.
@@ -94,12 +112,22 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #![proptest_config(crate::proptest_support::config(256))]
+
         /// The plain-decimal fast path reads every input as the general digit loop does.
         #[test]
         fn plain_decimals_read_as_the_general_way(
             sign in prop::sample::select(vec!["", "-", "+"]),
-            // Around the 18 digits the fast path takes, with and without separators.
-            digits in prop_oneof!["[0-9]{1,20}", "9[0-9]{17,19}", "[0-9_]{1,21}"],
+            // Around the 19 digits the fast path takes and the ends of the i64 range, with
+            // and without separators or other bytes.
+            digits in prop_oneof![
+                "[0-9]{1,20}",
+                "9[0-9]{17,19}",
+                "922337203685477580[0-9]",
+                "[0-9_]{1,21}",
+                // Bytes next to the digits, which neither path may take for one.
+                "[0-9][0-9/:a]{1,18}",
+            ],
         ) {
             let text = format!("{sign}{digits}");
             let general = if digits.as_bytes()[0].is_ascii_alphanumeric() {
@@ -122,6 +150,10 @@ mod tests {
         assert_eq!(parse_int64("1_000"), Some(1000));
         assert_eq!(parse_int64("9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_int64("-9223372036854775808"), Some(i64::MIN));
+        // One past either end, in 19 digits (the fast path's longest).
+        assert_eq!(parse_int64("9223372036854775808"), None);
+        assert_eq!(parse_int64("-9223372036854775809"), None);
+        assert_eq!(parse_int64("9999999999999999999"), None);
         assert_eq!(parse_int64("9223372036854775808"), None);
         assert_eq!(parse_int64("0xFFFFFFFFFFFFFFFF"), Some(-1));
         assert_eq!(parse_int64(""), None);

@@ -746,7 +746,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(crate::proptest_support::config(2000))]
 
         /// The stack-split path routes exactly as the general one, for paths that take it.
         #[test]

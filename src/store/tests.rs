@@ -321,15 +321,8 @@ fn check_prefix(harness: &Harness, recovered: &QueueStore, min_prefix: usize) ->
 }
 
 proptest! {
-    // Failures are kept beside this file (src/store/tests.proptest-regressions), not in a
-    // directory of their own at the top of the repository.
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-        )),
-        ..ProptestConfig::default()
-    })]
+    // Failures are kept beside this file (src/store/tests.proptest-regressions).
+    #![proptest_config(crate::proptest_support::config(256))]
 
     /// Random operations, then a crash that cuts the newest journal segment at a random byte
     /// (possibly inside a record, possibly inside synced data). Recovery gives the state after

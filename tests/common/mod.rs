@@ -304,3 +304,16 @@ impl Connector for GatedConnector {
         tokio::net::UnixStream::from_std(stream)
     }
 }
+
+/// proptest's configuration with `cases` cases per test, keeping the failing inputs it finds
+/// beside the test's source file (`tests/NAME.proptest-regressions`) instead of in a directory
+/// of their own at the top of the repository.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -792,6 +792,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_support::config(256))]
+
         /// The byte check before parsing never hides an error response: objects made of
         /// the members that make one, spelled plainly or with escapes, and of others.
         #[test]
