@@ -150,7 +150,7 @@ impl TraceRing {
     }
 
     /// Every held event with an id ≥ `from`, ascending, with payloads as recorded (only
-    /// those over [`TRACE_PAYLOAD_KEPT_BYTES_MAX`] cut, and marked so): for a reader inside
+    /// those over [`TRACE_PAYLOAD_KEPT_BYTES_MAX`], cut when recorded): for a reader inside
     /// the switch that never shows a payload (the console's sampler), so that no payload is
     /// parsed and rewritten for it. Sharing a payload costs a reference count.
     pub fn events_as_recorded_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {

@@ -209,7 +209,8 @@ impl Driver {
                 Some(key)
             }
             Command::Request { connection, .. } | Command::Disconnect(connection) => {
-                // The sampler's reads have no connection of their own.
+                // Every connection's Connect comes first; one unknown here (none is, but a
+                // command must not be lost for it) has no client's turn to wait for.
                 self.client_of.get(connection).copied()
             }
             _ => None,
