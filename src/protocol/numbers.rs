@@ -154,7 +154,6 @@ mod tests {
         assert_eq!(parse_int64("9223372036854775808"), None);
         assert_eq!(parse_int64("-9223372036854775809"), None);
         assert_eq!(parse_int64("9999999999999999999"), None);
-        assert_eq!(parse_int64("9223372036854775808"), None);
         assert_eq!(parse_int64("0xFFFFFFFFFFFFFFFF"), Some(-1));
         assert_eq!(parse_int64(""), None);
         assert_eq!(parse_int64("-"), None);

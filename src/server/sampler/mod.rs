@@ -1,7 +1,7 @@
 //! The console's sampler: once a second it asks the driver for what the engine already
 //! exposes (the counts and the busiest queues' summaries, as `/metrics` does, and the trace
-//! events recorded since the last sample, as a `/trace` reader reads them) and folds them into a
-//! bounded history that `GET /admin/api/overview` serves as JSON.
+//! events recorded since the last sample) and folds them into a bounded history that
+//! `GET /admin/api/overview` serves as JSON.
 //!
 //! The engine stays pure: sampling is the shell's job, and the engine sees the sampler only
 //! as one more reader of the trace (as a Trace request that never waits, but with payloads
