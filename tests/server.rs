@@ -276,6 +276,28 @@ async fn wait_for_connections(switch: &Switch, open: usize) {
     }
 }
 
+/// A Transfer answered in place (the driver idle) parks with a deadline the driver's timer
+/// was not armed for: the driver must be woken to arm it, or the Transfer waits for
+/// whatever wakes the driver next (the console's sampler, a second later).
+#[tokio::test(start_paused = true)]
+async fn a_transfer_parked_with_the_driver_idle_times_out_on_time() {
+    let (_switch, address) = tcp_switch(config()).await;
+    let mut raw = tcp(&address).await;
+    raw.login("waiter").await;
+    for timeout in ["0.25", "0.5"] {
+        let started = tokio::time::Instant::now();
+        let body = format!(r#"{{"timeout":{timeout},"queues":["nothing-arrives"]}}"#);
+        let response = raw.call("POST", "/transfer", body.as_bytes()).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let waited = started.elapsed().as_secs_f64();
+        let timeout: f64 = timeout.parse().unwrap();
+        assert!(
+            (timeout..timeout + 0.1).contains(&waited),
+            "a {timeout} s Transfer answered after {waited} s (virtual time)"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_keep_alive_connections_are_never_timed_out() {
     let (_switch, address) = tcp_switch(config()).await;

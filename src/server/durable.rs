@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -407,12 +408,7 @@ impl Durability {
     /// counter now. With no events, a batch is still submitted when the counter has come
     /// within half a reserve of the floor last submitted, to move the floor ahead.
     pub(crate) fn submit(&mut self, next_index: i64) {
-        // An empty batch still goes when a reply waits for it: one gated while this
-        // wake-up's batch held a store that an Ack then withdrew.
-        if self.batch.is_empty()
-            && !store::floor_due(next_index, self.submitted_floor)
-            && self.held_tag_max < self.next_seq
-        {
+        if !self.wants_submit(next_index) {
             return;
         }
         let events = std::mem::take(&mut self.batch);
@@ -434,12 +430,31 @@ impl Durability {
             .push_back((seq, floor, urgent.then(Instant::now)));
     }
 
+    /// Whether [`Durability::submit`] with the id counter at `next_index` would submit a
+    /// batch: there are events, the id floor must move, or a reply waits for a batch.
+    pub(crate) fn wants_submit(&self, next_index: i64) -> bool {
+        // An empty batch still goes when a reply waits for it: one gated while this
+        // wake-up's batch held a store that an Ack then withdrew.
+        !self.batch.is_empty()
+            || store::floor_due(next_index, self.submitted_floor)
+            || self.held_tag_max >= self.next_seq
+    }
+
     /// The next report from the journal; never resolves once the writer is gone.
+    #[cfg(test)]
     pub(crate) async fn completion(&mut self) -> Option<Completion> {
+        std::future::poll_fn(|context| self.poll_completion(context)).await
+    }
+
+    /// Polls for the next report from the journal; never ready once the writer is gone.
+    pub(crate) fn poll_completion(
+        &mut self,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Completion>> {
         if self.writer_gone && self.closed.is_some() {
-            return std::future::pending().await;
+            return Poll::Pending;
         }
-        self.journal.completion().await
+        self.journal.poll_completion(context)
     }
 
     /// Applies a report from the journal (`None`: the writer is gone); returns the replies

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{most_troubled, Admit, REFUSAL_LOG_INTERVAL};
 use super::client::ClientId;
-use super::driver::Command;
+use super::driver::{Command, InPlace};
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
 use super::metrics::{self, Route};
 use super::refusal_backoff::RefusalBackoff;
@@ -272,11 +272,15 @@ async fn ask_engine(
     connection: ConnectionId,
     request: Request,
 ) -> Response<Either<Full<Bytes>, TransferBody>> {
-    let shutting_down = || {
-        whole(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the switch is shutting down",
-        ))
+    // Answered here when the driver is idle (`super::in_place`): no hop to its task.
+    let request = match shared
+        .driver
+        .answer_in_place(connection, request, &shared.commands)
+        .await
+    {
+        InPlace::Answered(reply) => return respond(reply),
+        InPlace::Awaiting(receiver) => return respond_when(receiver).await,
+        InPlace::Declined(request) => request,
     };
     let (reply_sender, reply_receiver) = oneshot::channel();
     let command = Command::Request {
@@ -296,13 +300,35 @@ async fn ask_engine(
         }
         Err(TrySendError::Closed(_)) => return shutting_down(),
     }
-    match reply_receiver.await {
-        Ok(Reply::Transfer(transfer)) if TransferBody::worth_streaming(&transfer) => {
-            Response::new(Either::Right(TransferBody::new(transfer)))
-        }
-        Ok(reply) => whole(encode(&reply)),
+    respond_when(reply_receiver).await
+}
+
+/// The response to the reply that `receiver` brings; a reply dropped unsent means the
+/// driver stopped.
+async fn respond_when(
+    receiver: oneshot::Receiver<Reply>,
+) -> Response<Either<Full<Bytes>, TransferBody>> {
+    match receiver.await {
+        Ok(reply) => respond(reply),
         Err(_) => shutting_down(),
     }
+}
+
+/// The response that carries `reply`: a large Transfer streamed, anything else whole.
+fn respond(reply: Reply) -> Response<Either<Full<Bytes>, TransferBody>> {
+    match reply {
+        Reply::Transfer(transfer) if TransferBody::worth_streaming(&transfer) => {
+            Response::new(Either::Right(TransferBody::new(transfer)))
+        }
+        reply => whole(encode(&reply)),
+    }
+}
+
+fn shutting_down() -> Response<Either<Full<Bytes>, TransferBody>> {
+    whole(text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the switch is shutting down",
+    ))
 }
 
 async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {

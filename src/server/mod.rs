@@ -21,6 +21,7 @@ mod head_timeout;
 mod held_stores;
 mod http;
 mod id_hash;
+mod in_place;
 mod inspection;
 mod metrics;
 mod refusal_backoff;
@@ -50,7 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::{self, Engine, EngineStats, Timestamp};
 use crate::store::{self, JournalStats, Opened, StatsHandle, StoreError};
-use driver::{Clock, Command, Driver};
+use driver::{Clock, Command, Driver, DriverShared};
 use durable::Durability;
 
 /// Server configuration: the engine's limits plus the shell's own.
@@ -167,6 +168,8 @@ pub struct Switch {
 pub(crate) struct Shared {
     config: Config,
     commands: mpsc::Sender<Command>,
+    /// The driver's state, for answering requests in place (`in_place`).
+    driver: Arc<DriverShared>,
     shutdown: watch::Receiver<bool>,
     next_connection: AtomicU64,
     open_connections: AtomicUsize,
@@ -249,7 +252,7 @@ impl Switch {
             None => (None, None, None),
         };
         let admission = admission::Admission::new(config.client_limits);
-        let driver = Driver::new(
+        let (driver, driver_shared) = Driver::new(
             engine,
             Clock::new(start_time),
             receiver,
@@ -263,6 +266,7 @@ impl Switch {
             shared: Arc::new(Shared {
                 config,
                 commands,
+                driver: driver_shared,
                 shutdown,
                 next_connection: AtomicU64::new(0),
                 open_connections: AtomicUsize::new(0),

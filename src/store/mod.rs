@@ -54,6 +54,7 @@ mod tests;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -426,6 +427,12 @@ impl Journal {
     /// The next report from the writer; `None` once the writer is gone.
     pub async fn completion(&mut self) -> Option<Completion> {
         self.completions.recv().await
+    }
+
+    /// Polls for the next report from the writer, as [`Journal::completion`] awaits it (for
+    /// a caller that must not hold its borrow of the journal across an `await`).
+    pub fn poll_completion(&mut self, context: &mut Context<'_>) -> Poll<Option<Completion>> {
+        self.completions.poll_recv(context)
     }
 
     /// Asks the writer to make everything submitted durable and stop; it then reports
