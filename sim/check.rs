@@ -29,6 +29,10 @@ use crate::workload::CALL_TIMEOUT;
 /// (the switch processes the disconnect within a tick or two; this leaves room for ticks).
 const CLEANUP_BOUND_US: u64 = 500_000;
 
+/// How much longer than its timeout plus a round trip a Transfer may take after the faults
+/// have healed: the switch's ticks.
+const TRANSFER_LATE_SLACK_US: u64 = 20_000;
+
 /// The invariants, numbered as in the issue.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Invariant {
@@ -622,6 +626,21 @@ fn check_transfers(facts: &Facts, out: &mut Vec<Violation>) {
             invariant: Invariant::Transfer,
             what: format!("transfer op {} at {}us {:?}: {what}", t.op, t.t_i, request),
         };
+        // Invariant 3's "waits no longer than its timeout": with every fault over (nothing
+        // holds or slows the link beyond its latency), a Transfer is answered within its
+        // timeout plus a round trip and a few ticks. A parked Transfer whose deadline the
+        // switch forgot to arm waits for whatever wakes the switch next.
+        if t.t_i >= facts.run.plan.heal_us {
+            let waited = t_c - t.t_i;
+            let bound = seconds_to_duration(request.timeout_s).as_micros() as u64
+                + 2 * facts.run.plan.latency_max_us
+                + TRANSFER_LATE_SLACK_US;
+            if waited > bound {
+                out.push(bad(format!(
+                    "answered after {waited}us, beyond its timeout (bound {bound}us)"
+                )));
+            }
+        }
         // Invariant 3, locally: only the queues asked for, ids ascending across all of them
         // (protocol.md part A.2) and after the cursor, `next` as specified, and no more than
         // the reply limit unless it is a single message.
