@@ -9,6 +9,9 @@
 //! connection's connect, requests and disconnect stay in order); between clients it is
 //! round-robin, and the client served first rotates from turn to turn.
 //!
+//! Requests answered in place (`super::in_place`), which never enter this queue, are held to
+//! the same share per client by a credit per round.
+//!
 //! Why it matters on one thread: a reply wakes the connection task waiting for it, and tokio
 //! runs woken tasks in order. A turn that answered 64 of one client's requests would put 64
 //! of its tasks ahead of the next client's; a turn that answers at most
