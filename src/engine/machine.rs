@@ -721,7 +721,6 @@ impl Engine {
         self.trace.record(TraceRecord {
             time: now,
             input: Some(session),
-            queue: id.queue.clone(),
             output: None,
             message: TraceMessage::Ack(id),
             processing_time: None,

@@ -28,14 +28,21 @@ pub struct TraceRecord {
     pub time: Timestamp,
     /// The sending session.
     pub input: Option<SessionToken>,
-    /// The queue concerned.
-    pub queue: QueueName,
     /// The receiving session.
     pub output: Option<SessionToken>,
     /// The message or ack.
     pub message: TraceMessage,
     /// ns from a request being stored to its response being delivered.
     pub processing_time: Option<i64>,
+}
+
+impl TraceRecord {
+    /// The queue concerned: the one its message id names (kept once, not beside the id).
+    pub fn queue(&self) -> &QueueName {
+        match &self.message {
+            TraceMessage::Message(id, _) | TraceMessage::Ack(id) => &id.queue,
+        }
+    }
 }
 
 struct Recorded {
@@ -47,7 +54,9 @@ struct Recorded {
 
 /// The bounded ring of trace events.
 pub struct TraceRing {
-    events: VecDeque<(i64, Recorded)>,
+    /// The held events, oldest first: the last has id `next_id - 1` (ids are consecutive,
+    /// so they are not stored).
+    events: VecDeque<Recorded>,
     next_id: i64,
     bytes: usize,
     entries_max: usize,
@@ -100,6 +109,7 @@ impl TraceRing {
 
     /// Records an event, evicting the oldest ones beyond the bounds (the newest is always
     /// kept).
+    #[inline]
     pub fn record(&mut self, mut record: TraceRecord) {
         let mut payload_cut = false;
         if let TraceMessage::Message(_, message) = &mut record.message {
@@ -114,18 +124,15 @@ impl TraceRing {
         };
         let bytes = EVENT_OVERHEAD_BYTES
             + payload_bytes
-            + record.queue.len()
+            + record.queue().len()
             + record.input.as_ref().map_or(0, SessionToken::len)
             + record.output.as_ref().map_or(0, SessionToken::len);
         self.bytes += bytes;
-        self.events.push_back((
-            self.next_id,
-            Recorded {
-                record,
-                payload_cut,
-                bytes,
-            },
-        ));
+        self.events.push_back(Recorded {
+            record,
+            payload_cut,
+            bytes,
+        });
         self.next_id += 1;
         while self.events.len() > 1
             && (self.events.len() > self.entries_max || self.bytes > self.bytes_max)
@@ -135,7 +142,7 @@ impl TraceRing {
             } else {
                 self.evicted_for_bytes += 1;
             }
-            if let Some((_, evicted)) = self.events.pop_front() {
+            if let Some(evicted) = self.events.pop_front() {
                 self.bytes -= evicted.bytes;
             }
         }
@@ -145,7 +152,7 @@ impl TraceRing {
     /// reference shows them.
     pub fn events_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
         self.held_from(from)
-            .map(|(id, recorded)| (*id, self.render(recorded, Payloads::Compacted)))
+            .map(|(id, recorded)| (id, self.render(recorded, Payloads::Compacted)))
             .collect()
     }
 
@@ -155,14 +162,21 @@ impl TraceRing {
     /// parsed and rewritten for it. Sharing a payload costs a reference count.
     pub fn events_as_recorded_from(&self, from: i64) -> Vec<(i64, TraceEvent)> {
         self.held_from(from)
-            .map(|(id, recorded)| (*id, self.render(recorded, Payloads::AsRecorded)))
+            .map(|(id, recorded)| (id, self.render(recorded, Payloads::AsRecorded)))
             .collect()
     }
 
-    fn held_from(&self, from: i64) -> impl Iterator<Item = &(i64, Recorded)> {
-        let first_held = self.events.front().map_or(self.next_id, |(id, _)| *id);
+    /// The held events with an id ≥ `from`, with their ids.
+    fn held_from(&self, from: i64) -> impl Iterator<Item = (i64, &Recorded)> {
+        let first_held = self.first_held_id();
         let skip = usize::try_from(from.saturating_sub(first_held)).unwrap_or(0);
-        self.events.iter().skip(skip)
+        (first_held..).zip(self.events.iter()).skip(skip)
+    }
+
+    /// The id of the oldest held event (`next_id` when none is held).
+    fn first_held_id(&self) -> i64 {
+        // The ring never holds more events than were recorded.
+        self.next_id - i64::try_from(self.events.len()).unwrap_or(i64::MAX)
     }
 
     fn render(&self, recorded: &Recorded, payloads: Payloads) -> TraceEvent {
@@ -185,7 +199,7 @@ impl TraceRing {
         TraceEvent {
             time: record.time.unix_seconds(),
             input: record.input.clone(),
-            queue: record.queue.clone(),
+            queue: record.queue().clone(),
             output: record.output.clone(),
             message,
             processing_time: record.processing_time,
@@ -214,7 +228,6 @@ pub fn message_record(
     TraceRecord {
         time,
         input,
-        queue: id.queue.clone(),
         output,
         message: TraceMessage::Message(id.clone(), message.clone()),
         processing_time,
@@ -258,7 +271,6 @@ mod tests {
         TraceRecord {
             time: Timestamp::default(),
             input: None,
-            queue: queue.into(),
             output: None,
             message: TraceMessage::Ack(MessageId::new(queue.into(), 0)),
             processing_time: None,

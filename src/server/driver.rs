@@ -71,7 +71,13 @@ impl Clock {
     }
 
     pub(crate) fn now(&self) -> Timestamp {
-        self.anchor_time.saturating_add(self.anchor.elapsed())
+        self.at(Instant::now())
+    }
+
+    /// The time of `instant` (the anchor's for an instant before it).
+    fn at(&self, instant: Instant) -> Timestamp {
+        self.anchor_time
+            .saturating_add(instant.saturating_duration_since(self.anchor))
     }
 
     fn instant_of(&self, time: Timestamp) -> Instant {
@@ -99,7 +105,8 @@ pub(crate) enum InPlace {
 }
 
 /// One attempt of [`DriverShared::answer_in_place`].
-enum Attempt {
+pub(crate) enum Attempt {
+    /// Answered, awaiting the engine's reply, or declined.
     Done(InPlace),
     /// The client had spent its credit in this round.
     OutOfCredit(Request, Round),
@@ -107,24 +114,39 @@ enum Attempt {
 
 impl DriverShared {
     /// Hands `request` of `connection` to the engine now, if that is allowed
-    /// (`super::in_place`), `commands` being the driver's command queue. When the client has
-    /// spent its credit, yields to the runtime once (the end of a round) and tries again.
-    pub(crate) async fn answer_in_place(
+    /// (`super::in_place`), `commands` being the driver's command queue. Never waits: a lock
+    /// held elsewhere declines. When the client has spent its credit, the caller yields to the
+    /// runtime once (the end of a round) and tries again with
+    /// [`DriverShared::answer_in_place_after`].
+    ///
+    /// The engine takes the request at `arrived` (when its head was read: the handler's own
+    /// clock reading, which spares one per request), or at the last time it saw if that is
+    /// later, so that its clock never goes back.
+    pub(crate) fn answer_in_place(
         &self,
         connection: ConnectionId,
         request: Request,
         commands: &mpsc::Sender<Command>,
+        arrived: Instant,
+    ) -> Attempt {
+        self.attempt(connection, request, commands, None, arrived)
+    }
+
+    /// [`DriverShared::answer_in_place`] for a request that found its client's credit spent
+    /// in `round`: yields first (every task woken before this one runs), then tries once
+    /// more.
+    pub(crate) async fn answer_in_place_after(
+        &self,
+        round: Round,
+        connection: ConnectionId,
+        request: Request,
+        commands: &mpsc::Sender<Command>,
+        arrived: Instant,
     ) -> InPlace {
-        match self.attempt(connection, request, commands, None) {
+        tokio::task::yield_now().await;
+        match self.attempt(connection, request, commands, Some(round), arrived) {
             Attempt::Done(outcome) => outcome,
-            Attempt::OutOfCredit(request, round) => {
-                // Every task woken before this one runs first.
-                tokio::task::yield_now().await;
-                match self.attempt(connection, request, commands, Some(round)) {
-                    Attempt::Done(outcome) => outcome,
-                    Attempt::OutOfCredit(request, _) => InPlace::Declined(request),
-                }
-            }
+            Attempt::OutOfCredit(request, _) => InPlace::Declined(request),
         }
     }
 
@@ -137,6 +159,7 @@ impl DriverShared {
         request: Request,
         commands: &mpsc::Sender<Command>,
         after: Option<Round>,
+        arrived: Instant,
     ) -> Attempt {
         let declined = |request| Attempt::Done(InPlace::Declined(request));
         if commands.capacity() != commands.max_capacity() {
@@ -157,7 +180,7 @@ impl DriverShared {
         if let Err(round) = core.in_place.take(client) {
             return Attempt::OutOfCredit(request, round);
         }
-        core.now = core.clock.now();
+        core.now = core.now.max(core.clock.at(arrived));
         let id = core.handle_request(connection, request, Waiter::InPlace);
         let outcome = match core.answered_in_place.take() {
             Some(reply) => InPlace::Answered(reply),
@@ -240,6 +263,9 @@ struct Core {
     admission: Arc<Admission>,
     /// Requests answered in place per client since the last turn.
     in_place: InPlaceCredits,
+    /// The request being answered in place while the engine takes it, until its reply is
+    /// released (it is entered in `pending` only if that does not happen at once).
+    in_place_request: Option<RequestId>,
     /// The reply to the request being answered in place, once the engine has made it.
     answered_in_place: Option<Reply>,
     /// The engine's deadline and the end of the oldest store hold that the driver's timers
@@ -272,6 +298,7 @@ impl Driver {
             client_of: HashMap::default(),
             admission,
             in_place: InPlaceCredits::default(),
+            in_place_request: None,
             answered_in_place: None,
             timer_armed: None,
             hold_armed: None,
@@ -487,11 +514,32 @@ impl Core {
     ) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
+        if matches!(waiter, Waiter::InPlace) {
+            // Nearly always answered before this returns: it is only entered in `pending`
+            // (two hash maps written and read back per request) if it is not.
+            self.in_place_request = Some(id);
+            self.handle_new_request(connection, id, request);
+            if self.in_place_request.take().is_some() {
+                self.await_reply(connection, id, waiter);
+            }
+        } else {
+            self.await_reply(connection, id, waiter);
+            self.handle_new_request(connection, id, request);
+        }
+        id
+    }
+
+    /// Enters `id` among the requests whose replies are awaited, with who awaits it.
+    fn await_reply(&mut self, connection: ConnectionId, id: RequestId, waiter: Waiter) {
         self.pending.insert(id, (connection, waiter));
         self.pending_by_connection
             .entry(connection)
             .or_default()
             .push(id);
+    }
+
+    /// The body of [`Core::handle_request`], once the request has its id.
+    fn handle_new_request(&mut self, connection: ConnectionId, id: RequestId, request: Request) {
         // A change the journal cannot take must not reach the engine at all.
         let needs_journal = self.durability.is_some() && self.engine.needs_journal(&request);
         if let Some(refusal) = self
@@ -500,7 +548,7 @@ impl Core {
             .and_then(|d| d.refusal(needs_journal))
         {
             self.release(id, refusal);
-            return id;
+            return;
         }
         if let Some(durability) = &mut self.durability {
             durability.begin_request(id);
@@ -512,7 +560,6 @@ impl Core {
             .handle_request(self.now, connection, id, request);
         // Replies are released as they come: without a journal there is nothing to wait for.
         self.flush();
-        id
     }
 
     fn handle(&mut self, command: Command) {
@@ -608,6 +655,11 @@ impl Core {
 
     /// Sends `reply` to the handler waiting for `request`, if it still waits.
     fn release(&mut self, request: RequestId, reply: Reply) {
+        if self.in_place_request == Some(request) {
+            self.in_place_request = None;
+            self.answered_in_place = Some(reply);
+            return;
+        }
         if let Some((connection, waiter)) = self.pending.remove(&request) {
             if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
                 in_flight.retain(|r| *r != request);
@@ -688,7 +740,13 @@ mod tests {
 
     fn login(shared: &DriverShared, commands: &mpsc::Sender<Command>, connection: u64) -> Attempt {
         let request = Request::Login("token".into());
-        shared.attempt(ConnectionId(connection), request, commands, None)
+        shared.attempt(
+            ConnectionId(connection),
+            request,
+            commands,
+            None,
+            Instant::now(),
+        )
     }
 
     fn answered(attempt: &Attempt) -> bool {
@@ -708,7 +766,13 @@ mod tests {
             answered(&login(&shared, &commands, 3)),
             "client 2 has its own"
         );
-        let again = shared.attempt(ConnectionId(1), request, &commands, Some(round));
+        let again = shared.attempt(
+            ConnectionId(1),
+            request,
+            &commands,
+            Some(round),
+            Instant::now(),
+        );
         assert!(answered(&again), "back from its yield, in a new round");
     }
 
@@ -754,7 +818,7 @@ mod tests {
         let (shared, commands, _driver) = connected(&[(1, 1)]);
         assert!(answered(&login(&shared, &commands, 1)));
         let create = Request::CreatePersistent("q".into());
-        let created = shared.attempt(ConnectionId(1), create, &commands, None);
+        let created = shared.attempt(ConnectionId(1), create, &commands, None, Instant::now());
         assert!(matches!(
             created,
             Attempt::Done(InPlace::Answered(Reply::Name(_)))
@@ -766,7 +830,7 @@ mod tests {
         )
         .unwrap();
         let Attempt::Done(InPlace::Awaiting(mut receiver)) =
-            shared.attempt(ConnectionId(1), transfer, &commands, None)
+            shared.attempt(ConnectionId(1), transfer, &commands, None, Instant::now())
         else {
             panic!("nothing to transfer: the Transfer parks");
         };

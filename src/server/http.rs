@@ -22,8 +22,9 @@ use tokio::sync::oneshot;
 
 use super::admission::{most_troubled, Admit, REFUSAL_LOG_INTERVAL};
 use super::client::ClientId;
-use super::driver::{Command, InPlace};
+use super::driver::{Attempt, Command, InPlace};
 use super::head_timeout::{HeadTimeoutIo, RequestTracker, Serving};
+use super::in_place::Round;
 use super::metrics::{self, Route};
 use super::refusal_backoff::RefusalBackoff;
 use super::shutdown_signal::Stopping;
@@ -215,7 +216,12 @@ async fn handle(
     let (route, response) = match Request::route(parts.method.as_str(), path, body) {
         Ok(request) => {
             let route = Route::of(&request);
-            let response = dispatch(&shared, asker.connection, request).await;
+            let response = match answer_now(&shared, asker.connection, request, started) {
+                Ok(response) => response,
+                Err(unanswered) => {
+                    answer_later(&shared, asker.connection, unanswered, started).await
+                }
+            };
             let delay = asker
                 .backoff
                 .delay_for(response.status(), shared.config.refusal_delay_max);
@@ -251,36 +257,71 @@ fn route_error(error: RouteError, headers: &hyper::HeaderMap, path: &str) -> Res
     }
 }
 
-/// Answers a routed request: the operator surfaces here, everything else by the engine.
-async fn dispatch(
+/// What answering a routed request needs beyond [`answer_now`].
+enum Unanswered {
+    /// The metrics page, which asks the driver for its counts.
+    Metrics,
+    /// The engine took the request in place and answers it later.
+    Awaiting(oneshot::Receiver<Reply>),
+    /// The client had spent its in-place credit in this round.
+    OutOfCredit(Request, Round),
+    /// For the driver's task.
+    ForTheDriver(Request),
+}
+
+/// Answers a routed request at once if it can: the operator surfaces, and a request the
+/// engine answers in place (`super::in_place`). Nothing here awaits, so the common exchange
+/// builds no future beyond the handler's own.
+fn answer_now(
     shared: &Shared,
     connection: ConnectionId,
     request: Request,
-) -> Response<Either<Full<Bytes>, TransferBody>> {
+    arrived: tokio::time::Instant,
+) -> Result<Response<Either<Full<Bytes>, TransferBody>>, Unanswered> {
     match request {
-        Request::Web(segments) => {
-            whole(web::console(&segments, &shared.samples, &shared.admission))
+        Request::Web(segments) => Ok(whole(web::console(
+            &segments,
+            &shared.samples,
+            &shared.admission,
+        ))),
+        Request::Metrics => Err(Unanswered::Metrics),
+        Request::Health => Ok(whole(health(shared))),
+        request => {
+            match shared
+                .driver
+                .answer_in_place(connection, request, &shared.commands, arrived)
+            {
+                Attempt::Done(InPlace::Answered(reply)) => Ok(respond(reply)),
+                Attempt::Done(InPlace::Awaiting(receiver)) => Err(Unanswered::Awaiting(receiver)),
+                Attempt::Done(InPlace::Declined(request)) => Err(Unanswered::ForTheDriver(request)),
+                Attempt::OutOfCredit(request, round) => {
+                    Err(Unanswered::OutOfCredit(request, round))
+                }
+            }
         }
-        Request::Metrics => whole(metrics_page(shared).await),
-        Request::Health => whole(health(shared)),
-        request => ask_engine(shared, connection, request).await,
     }
 }
 
-async fn ask_engine(
+/// Answers what [`answer_now`] could not.
+async fn answer_later(
     shared: &Shared,
     connection: ConnectionId,
-    request: Request,
+    unanswered: Unanswered,
+    arrived: tokio::time::Instant,
 ) -> Response<Either<Full<Bytes>, TransferBody>> {
-    // Answered here when the driver is idle (`super::in_place`): no hop to its task.
-    let request = match shared
-        .driver
-        .answer_in_place(connection, request, &shared.commands)
-        .await
-    {
-        InPlace::Answered(reply) => return respond(reply),
-        InPlace::Awaiting(receiver) => return respond_when(receiver).await,
-        InPlace::Declined(request) => request,
+    let request = match unanswered {
+        Unanswered::Metrics => return whole(metrics_page(shared).await),
+        Unanswered::Awaiting(receiver) => return respond_when(receiver).await,
+        Unanswered::OutOfCredit(request, round) => match shared
+            .driver
+            .answer_in_place_after(round, connection, request, &shared.commands, arrived)
+            .await
+        {
+            InPlace::Answered(reply) => return respond(reply),
+            InPlace::Awaiting(receiver) => return respond_when(receiver).await,
+            InPlace::Declined(request) => request,
+        },
+        Unanswered::ForTheDriver(request) => request,
     };
     let (reply_sender, reply_receiver) = oneshot::channel();
     let command = Command::Request {
