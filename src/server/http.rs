@@ -216,10 +216,13 @@ async fn handle(
     let (route, response) = match Request::route(parts.method.as_str(), path, body) {
         Ok(request) => {
             let route = Route::of(&request);
+            // hyper moves the handler's future into place for every request, so what only a
+            // few requests need is boxed rather than made part of it.
             let response = match answer_now(&shared, asker.connection, request, started) {
                 Ok(response) => response,
+                Err(Unanswered::Awaiting(receiver)) => respond_when(receiver).await,
                 Err(unanswered) => {
-                    answer_later(&shared, asker.connection, unanswered, started).await
+                    Box::pin(answer_later(&shared, asker.connection, unanswered, started)).await
                 }
             };
             let delay = asker
@@ -228,7 +231,7 @@ async fn handle(
             if !delay.is_zero() {
                 shared.admission.count_refusal_held(asker.client, delay);
                 // A shutdown answers at once: the connection is about to close anyway.
-                wait_unless_stopping(&shared, delay).await;
+                Box::pin(wait_unless_stopping(&shared, delay)).await;
             }
             (route, response)
         }
@@ -449,7 +452,7 @@ async fn read_body(
     let collected = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
         Poll::Ready(collected) => collected,
         Poll::Pending => match timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, collect).await {
+            Some(timeout) => match Box::pin(tokio::time::timeout(timeout, collect)).await {
                 Ok(collected) => collected,
                 Err(_) => {
                     let mut response = text(
