@@ -7,19 +7,25 @@
 /// Decimal values must fit in an `i64`; prefixed values may use the full 64 bits and wrap, as
 /// in OCaml (`0xFFFFFFFFFFFFFFFF` is `-1`). Returns `None` for anything else.
 pub fn parse_int64(text: &str) -> Option<i64> {
-    let (negative, rest) = match text.as_bytes().first()? {
+    parse_int64_bytes(text.as_bytes())
+}
+
+/// [`parse_int64`] of text given as bytes (a path segment, say), without checking first
+/// that it is UTF-8: what it accepts is ASCII, and anything else is refused either way.
+pub fn parse_int64_bytes(text: &[u8]) -> Option<i64> {
+    let (negative, rest) = match text.first()? {
         b'-' => (true, &text[1..]),
         b'+' => (false, &text[1..]),
         _ => (false, text),
     };
     let (radix, digits, wraps) = match rest.get(..2) {
-        Some("0x" | "0X") => (16, &rest[2..], true),
-        Some("0o" | "0O") => (8, &rest[2..], true),
-        Some("0b" | "0B") => (2, &rest[2..], true),
-        Some("0u" | "0U") => (10, &rest[2..], true),
+        Some(b"0x" | b"0X") => (16, &rest[2..], true),
+        Some(b"0o" | b"0O") => (8, &rest[2..], true),
+        Some(b"0b" | b"0B") => (2, &rest[2..], true),
+        Some(b"0u" | b"0U") => (10, &rest[2..], true),
         _ => (10, rest, false),
     };
-    if !digits.bytes().next()?.is_ascii_alphanumeric() {
+    if !digits.first()?.is_ascii_alphanumeric() {
         return None;
     }
     // Every id the clients send: at most 19 plain decimal digits (the switch's ids, which
@@ -39,9 +45,9 @@ pub fn parse_int64(text: &str) -> Option<i64> {
 
 /// The value of at most 19 decimal digits (which cannot overflow), in one pass; `None` at the
 /// first byte that is not a digit.
-fn plain_decimal(digits: &str) -> Option<u64> {
+fn plain_decimal(digits: &[u8]) -> Option<u64> {
     let mut magnitude = 0u64;
-    for byte in digits.bytes() {
+    for &byte in digits {
         let digit = byte.wrapping_sub(b'0');
         if digit > 9 {
             return None;
@@ -52,9 +58,9 @@ fn plain_decimal(digits: &str) -> Option<u64> {
 }
 
 /// The digits of an `int64` after its sign and prefix, in any case [`parse_int64`] accepts.
-fn digits_of_radix(negative: bool, radix: u32, digits: &str, wraps: bool) -> Option<i64> {
+fn digits_of_radix(negative: bool, radix: u32, digits: &[u8], wraps: bool) -> Option<i64> {
     let mut magnitude: u64 = 0;
-    for byte in digits.bytes() {
+    for &byte in digits {
         if byte == b'_' {
             continue;
         }
@@ -131,7 +137,7 @@ mod tests {
         ) {
             let text = format!("{sign}{digits}");
             let general = if digits.as_bytes()[0].is_ascii_alphanumeric() {
-                digits_of_radix(sign == "-", 10, &digits, false)
+                digits_of_radix(sign == "-", 10, digits.as_bytes(), false)
             } else {
                 None
             };

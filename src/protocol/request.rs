@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::json::{self, Value};
-use super::numbers::{parse_float, parse_int64};
+use super::numbers::{parse_float, parse_int64, parse_int64_bytes};
 use super::types::{Message, MessageId, MessageKind, QueueName, SessionToken};
 
 /// The `from` a Transfer without one means: every stored message.
@@ -717,15 +717,12 @@ fn is_web_root(segment: &[u8]) -> bool {
 }
 
 fn int64_segment(segment: &[u8], what: &str) -> Result<i64, RouteError> {
-    std::str::from_utf8(segment)
-        .ok()
-        .and_then(parse_int64)
-        .ok_or_else(|| {
-            RouteError::Malformed(format!(
-                "invalid {what}: {:?}",
-                String::from_utf8_lossy(segment)
-            ))
-        })
+    parse_int64_bytes(segment).ok_or_else(|| {
+        RouteError::Malformed(format!(
+            "invalid {what}: {:?}",
+            String::from_utf8_lossy(segment)
+        ))
+    })
 }
 
 fn float_segment(segment: &[u8]) -> Result<f64, RouteError> {
