@@ -504,14 +504,11 @@ impl Engine {
     /// Applies `event` and asks for it to be journalled, unless it only changes a transient
     /// queue (see [`QueueStore::is_volatile`]).
     fn emit(&mut self, event: Event) {
-        if !self.journalled {
-            return self.store.apply(&event);
+        if !self.journalled || self.store.is_volatile(&event) {
+            return self.store.apply_owned(event);
         }
-        let volatile = self.store.is_volatile(&event);
         self.store.apply(&event);
-        if !volatile {
-            self.outputs.push_back(Output::Persist(event));
-        }
+        self.outputs.push_back(Output::Persist(event));
     }
 
     /// A connection's session: the smallest token it logged in with, as in the reference.

@@ -144,27 +144,14 @@ impl QueueStore {
                 origin,
                 time,
                 message,
-            } => {
-                // Replay must advance the counter past every id ever stored, or new sends
-                // could reuse (and overwrite) the id of a recovered message.
-                self.next_index = self.next_index.max(id.index.saturating_add(1));
-                let Some(queue) = self.queues.get_mut(&id.queue) else {
-                    return;
-                };
-                let stored = StoredMessage {
+            } => self.store_message(
+                id,
+                StoredMessage {
                     origin: origin.clone(),
                     time: *time,
                     message: message.clone(),
-                };
-                queue.payload_bytes += message.payload.len();
-                self.payload_bytes += message.payload.len();
-                if let Some(previous) = queue.messages.insert(id.index, stored) {
-                    queue.payload_bytes -= previous.message.payload.len();
-                    self.payload_bytes -= previous.message.payload.len();
-                } else {
-                    self.message_count += 1;
-                }
-            }
+                },
+            ),
             Event::MessageAcked { id } => {
                 let Some(queue) = self.queues.get_mut(&id.queue) else {
                     return;
@@ -175,6 +162,47 @@ impl QueueStore {
                     self.message_count -= 1;
                 }
             }
+        }
+    }
+
+    /// [`QueueStore::apply`] of an event that is not kept afterwards (nothing journals it):
+    /// a stored message is moved in rather than copied, which spares a reference count
+    /// taken and dropped for each of its buffers.
+    pub fn apply_owned(&mut self, event: Event) {
+        match event {
+            Event::MessageStored {
+                id,
+                origin,
+                time,
+                message,
+            } => self.store_message(
+                &id,
+                StoredMessage {
+                    origin,
+                    time,
+                    message,
+                },
+            ),
+            event => self.apply(&event),
+        }
+    }
+
+    /// Stores `stored` as message `id` (replacing one stored under that id before).
+    fn store_message(&mut self, id: &MessageId, stored: StoredMessage) {
+        // Replay must advance the counter past every id ever stored, or new sends could
+        // reuse (and overwrite) the id of a recovered message.
+        self.next_index = self.next_index.max(id.index.saturating_add(1));
+        let Some(queue) = self.queues.get_mut(&id.queue) else {
+            return;
+        };
+        let size = stored.message.payload.len();
+        queue.payload_bytes += size;
+        self.payload_bytes += size;
+        if let Some(previous) = queue.messages.insert(id.index, stored) {
+            queue.payload_bytes -= previous.message.payload.len();
+            self.payload_bytes -= previous.message.payload.len();
+        } else {
+            self.message_count += 1;
         }
     }
 

@@ -123,13 +123,17 @@ impl Reply {
         let body = match self {
             Reply::Empty => Bytes::new(),
             Reply::Name(name) => name.to_bytes(),
-            Reply::Sent(id) => {
-                // `[["name",id]]`: room for the name and 20 digits, so that nothing grows.
-                let mut out = Vec::with_capacity(id.as_ref().map_or(2, |id| id.queue.len() + 32));
+            Reply::Sent(None) => Bytes::from_static(b"[]"),
+            Reply::Sent(Some(id)) => {
+                // `[["name",id]]`, in a buffer of exactly that size when the name needs no
+                // escape: the body then takes the buffer over as it is, where a buffer with
+                // room to spare needs a second allocation to be shared.
+                let digits = id.index.unsigned_abs().checked_ilog10().unwrap_or(0) as usize
+                    + 1
+                    + usize::from(id.index < 0);
+                let mut out = Vec::with_capacity(id.queue.len() + digits + 7);
                 out.push(b'[');
-                if let Some(id) = id {
-                    write_message_id(&mut out, id);
-                }
+                write_message_id(&mut out, id);
                 out.push(b']');
                 Bytes::from(out)
             }
@@ -525,6 +529,27 @@ fn decode_trace_event(value: &Value) -> Result<TraceEvent, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_bodies_are_exact_for_every_kind_of_index_and_name() {
+        for index in [
+            0,
+            9,
+            10,
+            99,
+            1_700_000_000_000_000_000,
+            i64::MAX,
+            -1,
+            -10,
+            i64::MIN,
+        ] {
+            let (status, body) = Reply::Sent(Some(MessageId::new("q".into(), index))).encode();
+            assert_eq!(status, 200);
+            assert_eq!(body, format!("[[\"q\",{index}]]").as_bytes());
+        }
+        let (_, escaped) = Reply::Sent(Some(MessageId::new("a\"b".into(), 5))).encode();
+        assert_eq!(escaped, br#"[["a\"b",5]]"#.as_slice());
+    }
 
     fn request(payload: &'static [u8], reply_to: &str) -> Message {
         Message {
