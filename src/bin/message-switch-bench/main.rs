@@ -26,6 +26,7 @@ mod measure;
 mod original;
 mod pattern;
 mod probe;
+mod repeats;
 mod report;
 mod rpc;
 mod scale;
@@ -135,6 +136,12 @@ struct Args {
     /// Seconds each run of the original's client lasts (its `-secs`). Default: 2 windows.
     #[arg(long, value_name = "SECONDS")]
     original_secs: Option<f64>,
+
+    /// Extra side-by-side pairs of the floor and RPC cells at 16 callers (Unix, in memory)
+    /// behind issue 20's busy target, judged on the median of all pairs' ratios. Default: 5
+    /// (quick: 1); 0 judges the main cells alone.
+    #[arg(long, value_name = "N")]
+    exchange_repeats: Option<usize>,
 
     /// Rounds of the `original-pairs` cell (each runs every pair against both switches).
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -246,6 +253,8 @@ pub struct Plan {
     pub abuse_scale: f64,
     /// Abuse scenarios to run (all if empty).
     pub abuse_scenarios: Vec<u8>,
+    /// Extra pairs of the busy exchange target's cells (`repeats`).
+    pub exchange_repeats: usize,
     /// Where the original's build is, if given.
     pub original_dir: Option<PathBuf>,
     /// Seconds of each run of the original's client.
@@ -337,6 +346,11 @@ fn plan(args: &Args) -> Plan {
         compaction_bytes_min: args.compaction_bytes_min,
         abuse_scale: args.abuse_scale,
         abuse_scenarios: args.abuse_scenarios.clone(),
+        exchange_repeats: args.exchange_repeats.unwrap_or(if args.quick {
+            1
+        } else {
+            repeats::DEFAULT_REPEATS
+        }),
         original_dir: args.original_dir.clone(),
         original_seconds: args.original_secs.unwrap_or(window * 2.0).max(0.5),
         original_rounds: args.original_rounds.max(1),
@@ -521,6 +535,20 @@ async fn round_trips(
                 }
             }
         }
+    }
+    let threads = plan.threads();
+    let repeat_here = plan.exchange_repeats > 0
+        && plan.has(Section::Floor)
+        && plan.has(Section::Rpc)
+        && plan.transports.contains(&Transport::Unix)
+        && plan.concurrency.contains(&repeats::CONCURRENCY);
+    let echo = echoes.iter().find(|(t, _)| *t == threads);
+    let memory_switch = switches
+        .iter()
+        .find(|(storage, t, _)| *storage == Storage::Memory && *t == threads);
+    if let (true, Some((_, echo)), Some((_, _, switch))) = (repeat_here, echo, memory_switch) {
+        report.exchange_repeats =
+            repeats::measure(echo, switch, plan.exchange_repeats, plan.timing, progress).await?;
     }
     for (_, _, switch) in switches {
         stop_switch(switch).await?;

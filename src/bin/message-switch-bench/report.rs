@@ -8,6 +8,7 @@ use crate::child::load_average;
 use crate::fsync::Syncs;
 use crate::measure::{Latencies, Throughput};
 use crate::original;
+use crate::repeats::{self, Pair};
 use crate::scale::{Fanout, IdleCost, Memory};
 use crate::{Key, Plan, Section, Storage, Transport};
 
@@ -53,6 +54,8 @@ pub struct Report {
     pub memory: Option<Memory>,
     /// The original's RPC pairs (`original-pairs`), run or skipped.
     pub original: Option<original::Outcome>,
+    /// The busy exchange target's cells measured again, pair by pair (`repeats`).
+    pub exchange_repeats: Vec<Pair>,
 }
 
 impl Report {
@@ -71,6 +74,7 @@ impl Report {
             idle: None,
             memory: None,
             original: None,
+            exchange_repeats: Vec::new(),
         }
     }
 
@@ -565,7 +569,17 @@ impl Report {
             let (Some(exchange), Some(floor)) = (per_exchange(cell), self.floor_of(&key)) else {
                 continue;
             };
-            let ratio = ratio_value(exchange, floor.server_cpu_per_operation());
+            let mut ratio = ratio_value(exchange, floor.server_cpu_per_operation());
+            let mut repeated = String::new();
+            if name == "RPC" && concurrency == repeats::CONCURRENCY {
+                if let Some((median, all)) = self.median_with_repeats(ratio) {
+                    repeated = format!(
+                        "; median of {} side-by-side pairs, this one first: {all}",
+                        self.exchange_repeats.len() + 1
+                    );
+                    ratio = median;
+                }
+            }
             let user_share = |total: Duration, user: Option<Duration>| match user {
                 Some(user) if !total.is_zero() => {
                     format!(
@@ -578,7 +592,7 @@ impl Report {
             rows.push((
                 format!(
                     "{name}, {concurrency} caller(s), Unix, in memory: switch CPU per exchange \
-                     ({} µs{}) ÷ echo per round trip ({} µs{})",
+                     ({} µs{}) ÷ echo per round trip ({} µs{}){repeated}",
                     micros(exchange),
                     user_share(
                         cell.server_cpu_per_operation(),
@@ -730,6 +744,25 @@ impl Report {
             concurrency,
             threads: self.plan.threads(),
         }
+    }
+
+    /// The median of `main` (the main cells' ratio) and the repeated pairs' ratios, and all
+    /// of them as text in their order; `None` without repeats.
+    fn median_with_repeats(&self, main: f64) -> Option<(f64, String)> {
+        if self.exchange_repeats.is_empty() {
+            return None;
+        }
+        let mut ratios = vec![main];
+        ratios.extend(self.exchange_repeats.iter().filter_map(|pair| {
+            per_exchange(&pair.rpc)
+                .map(|exchange| ratio_value(exchange, pair.floor.server_cpu_per_operation()))
+        }));
+        let all = ratios
+            .iter()
+            .map(|ratio| format!("{ratio:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some((repeats::median(&ratios)?, all))
     }
 
     /// The floor cell of the same transport, concurrency and threads as `key`.
