@@ -139,19 +139,8 @@ impl QueueStore {
                     }
                 }
             }
-            Event::MessageStored {
-                id,
-                origin,
-                time,
-                message,
-            } => self.store_message(
-                id,
-                StoredMessage {
-                    origin: origin.clone(),
-                    time: *time,
-                    message: message.clone(),
-                },
-            ),
+            // A copy to keep (the event itself is journalled).
+            Event::MessageStored { .. } => self.apply_owned(event.clone()),
             Event::MessageAcked { id } => {
                 let Some(queue) = self.queues.get_mut(&id.queue) else {
                     return;
