@@ -93,7 +93,7 @@ pub(crate) struct DriverShared {
     wake: Notify,
 }
 
-/// The outcome of [`DriverShared::answer_in_place`].
+/// What answering in place came to ([`DriverShared::answer_in_place`], [`DriverShared::answer_in_place_after`]).
 pub(crate) enum InPlace {
     /// The engine answered at once.
     Answered(Reply),
