@@ -93,7 +93,8 @@ pub(crate) struct DriverShared {
     wake: Notify,
 }
 
-/// What answering in place came to ([`DriverShared::answer_in_place`], [`DriverShared::answer_in_place_after`]).
+/// What answering in place came to ([`DriverShared::answer_in_place`],
+/// [`DriverShared::answer_in_place_after`]).
 pub(crate) enum InPlace {
     /// The engine answered at once.
     Answered(Reply),
