@@ -170,7 +170,13 @@ impl TraceRing {
     fn held_from(&self, from: i64) -> impl Iterator<Item = (i64, &Recorded)> {
         let first_held = self.first_held_id();
         let skip = usize::try_from(from.saturating_sub(first_held)).unwrap_or(0);
-        (first_held..).zip(self.events.iter()).skip(skip)
+        // Skipped on the ring's own iterator, which jumps there at once.
+        let first_read = first_held.saturating_add(i64::try_from(skip).unwrap_or(i64::MAX));
+        self.events
+            .iter()
+            .skip(skip)
+            .zip(first_read..)
+            .map(|(recorded, id)| (id, recorded))
     }
 
     /// The id of the oldest held event (`next_id` when none is held).
