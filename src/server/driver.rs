@@ -182,19 +182,7 @@ impl DriverShared {
             return Attempt::OutOfCredit(request, round);
         }
         core.now = core.now.max(core.clock.at(arrived));
-        let id = core.handle_request(connection, request, Waiter::InPlace);
-        let outcome = match core.answered_in_place.take() {
-            Some(reply) => InPlace::Answered(reply),
-            None => {
-                let (sender, receiver) = oneshot::channel();
-                // Gone only if the request was dropped unanswered (as by a disconnect); the
-                // dropped sender then tells the handler, as the driver's would.
-                if let Some((_, waiter)) = core.pending.get_mut(&id) {
-                    *waiter = Waiter::Handler(sender);
-                }
-                InPlace::Awaiting(receiver)
-            }
-        };
+        let outcome = core.handle_in_place(connection, request);
         let driver_needed = core.driver_needed();
         drop(core);
         if driver_needed {
@@ -222,15 +210,6 @@ impl DriverShared {
     }
 }
 
-/// Who waits for a request's reply.
-enum Waiter {
-    /// The connection task, through its oneshot.
-    Handler(oneshot::Sender<Reply>),
-    /// The connection task answering in place, still holding the lock: the reply goes to
-    /// [`Core::answered_in_place`].
-    InPlace,
-}
-
 /// The driver's task: owns the command queue's receiving end and the timers, and serves
 /// everything that is not answered in place.
 pub(crate) struct Driver {
@@ -246,7 +225,8 @@ struct Core {
     /// for all its commands (a clock reading per command was a measurable share of a
     /// request's cost; a batch takes microseconds).
     now: Timestamp,
-    pending: HashMap<RequestId, (ConnectionId, Waiter), IdHash>,
+    /// The requests whose replies are awaited: their connection and the handler's oneshot.
+    pending: HashMap<RequestId, (ConnectionId, oneshot::Sender<Reply>), IdHash>,
     /// The requests each connection has in flight (hyper serves one at a time per connection,
     /// so these stay tiny); used to forget them when the connection closes. A connection's
     /// entry stays, empty, until it disconnects, so that its next request allocates nothing.
@@ -264,11 +244,9 @@ struct Core {
     admission: Arc<Admission>,
     /// Requests answered in place per client since the last turn.
     in_place: InPlaceCredits,
-    /// The request being answered in place while the engine takes it, until its reply is
+    /// While the engine takes a request answered in place: its id, and its reply once
     /// released (it is entered in `pending` only if that does not happen at once).
-    in_place_request: Option<RequestId>,
-    /// The reply to the request being answered in place, once the engine has made it.
-    answered_in_place: Option<Reply>,
+    in_place_answer: Option<(RequestId, Option<Reply>)>,
     /// The engine's deadline and the end of the oldest store hold that the driver's timers
     /// were last armed for: a request answered in place that moves either earlier must wake
     /// the driver to re-arm them.
@@ -299,8 +277,7 @@ impl Driver {
             client_of: HashMap::default(),
             admission,
             in_place: InPlaceCredits::default(),
-            in_place_request: None,
-            answered_in_place: None,
+            in_place_answer: None,
             timer_armed: None,
             hold_armed: None,
         };
@@ -505,41 +482,55 @@ impl Core {
         }
     }
 
-    /// Gives `request` of `connection` to the engine (after the journal's refusal, if it is
-    /// failing) and releases whatever replies that made; returns the request's id.
+    /// Gives `request` of `connection` to the engine, whose reply goes to `reply`.
     fn handle_request(
         &mut self,
         connection: ConnectionId,
         request: Request,
-        waiter: Waiter,
-    ) -> RequestId {
+        reply: oneshot::Sender<Reply>,
+    ) {
+        let id = self.next_request_id();
+        self.await_reply(connection, id, reply);
+        self.handle_new_request(connection, id, request);
+    }
+
+    /// Gives `request` of `connection`, answered in place, to the engine. Nearly always
+    /// answered before the engine returns, it is entered in `pending` (two hash maps written
+    /// and read back per request) only if it is not, with a oneshot for its later reply.
+    fn handle_in_place(&mut self, connection: ConnectionId, request: Request) -> InPlace {
+        let id = self.next_request_id();
+        self.in_place_answer = Some((id, None));
+        self.handle_new_request(connection, id, request);
+        if let Some((_, Some(reply))) = self.in_place_answer.take() {
+            return InPlace::Answered(reply);
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.await_reply(connection, id, sender);
+        InPlace::Awaiting(receiver)
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        if matches!(waiter, Waiter::InPlace) {
-            // Nearly always answered before this returns: it is only entered in `pending`
-            // (two hash maps written and read back per request) if it is not.
-            self.in_place_request = Some(id);
-            self.handle_new_request(connection, id, request);
-            if self.in_place_request.take().is_some() {
-                self.await_reply(connection, id, waiter);
-            }
-        } else {
-            self.await_reply(connection, id, waiter);
-            self.handle_new_request(connection, id, request);
-        }
         id
     }
 
-    /// Enters `id` among the requests whose replies are awaited, with who awaits it.
-    fn await_reply(&mut self, connection: ConnectionId, id: RequestId, waiter: Waiter) {
-        self.pending.insert(id, (connection, waiter));
+    /// Enters `id` among the requests whose replies are awaited, by `reply`.
+    fn await_reply(
+        &mut self,
+        connection: ConnectionId,
+        id: RequestId,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        self.pending.insert(id, (connection, reply));
         self.pending_by_connection
             .entry(connection)
             .or_default()
             .push(id);
     }
 
-    /// The body of [`Core::handle_request`], once the request has its id.
+    /// Gives request `id` of `connection` to the engine (after the journal's refusal, if it
+    /// is failing) and releases whatever replies that made.
     fn handle_new_request(&mut self, connection: ConnectionId, id: RequestId, request: Request) {
         // A change the journal cannot take must not reach the engine at all.
         let needs_journal = self.durability.is_some() && self.engine.needs_journal(&request);
@@ -572,7 +563,7 @@ impl Core {
                 request,
                 reply,
             } => {
-                self.handle_request(connection, request, Waiter::Handler(reply));
+                self.handle_request(connection, request, reply);
                 return;
             }
             Command::Disconnect(connection) => {
@@ -656,22 +647,18 @@ impl Core {
 
     /// Sends `reply` to the handler waiting for `request`, if it still waits.
     fn release(&mut self, request: RequestId, reply: Reply) {
-        if self.in_place_request == Some(request) {
-            self.in_place_request = None;
-            self.answered_in_place = Some(reply);
-            return;
+        if let Some((id, answer)) = &mut self.in_place_answer {
+            if *id == request {
+                *answer = Some(reply);
+                return;
+            }
         }
-        if let Some((connection, waiter)) = self.pending.remove(&request) {
+        if let Some((connection, sender)) = self.pending.remove(&request) {
             if let Some(in_flight) = self.pending_by_connection.get_mut(&connection) {
                 in_flight.retain(|r| *r != request);
             }
-            match waiter {
-                // The handler may be gone (client disconnected); nothing to do then.
-                Waiter::Handler(sender) => {
-                    let _ = sender.send(reply);
-                }
-                Waiter::InPlace => self.answered_in_place = Some(reply),
-            }
+            // The handler may be gone (client disconnected); nothing to do then.
+            let _ = sender.send(reply);
         }
     }
 
