@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::json::{self, Value};
-use super::numbers::{parse_float, parse_int64, parse_int64_bytes};
+use super::numbers::{parse_float, parse_int64_bytes};
 use super::types::{Message, MessageId, MessageKind, QueueName, SessionToken};
 
 /// The `from` a Transfer without one means: every stored message.
@@ -327,9 +327,7 @@ impl TransferRequest {
         let from = match value.member("from") {
             None => None,
             Some(Value::String(text)) => Some(
-                std::str::from_utf8(text)
-                    .ok()
-                    .and_then(parse_int64)
+                parse_int64_bytes(text)
                     .ok_or_else(|| malformed("'from' is not an int64 string"))?,
             ),
             Some(_) => return Err(malformed("'from' must be a string")),
@@ -400,8 +398,7 @@ fn parse_canonical(body: &[u8]) -> Option<TransferRequest> {
         scan.expect(b':')?;
         match key {
             b"from" if from.is_none() => {
-                let text = std::str::from_utf8(scan.string()?).ok()?;
-                from = Some(parse_int64(text)?);
+                from = Some(parse_int64_bytes(scan.string()?)?);
             }
             b"timeout" if timeout_s.is_none() => timeout_s = Some(scan.number()?),
             b"queues" if queues.is_none() => {
