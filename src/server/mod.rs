@@ -16,6 +16,7 @@ mod client;
 mod client_view;
 mod driver;
 mod durable;
+mod exchange;
 mod fairness;
 mod head_timeout;
 mod held_stores;

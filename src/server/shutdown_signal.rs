@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -60,6 +61,17 @@ impl Future for Stopping {
             this.registered = Some(cx.waker().clone());
         }
         this.wait.as_mut().poll(cx)
+    }
+}
+
+/// Waits `hold`, or less if the switch begins shutting down (`shutdown` turns true): whether
+/// the wait ran out.
+pub(crate) async fn wait_unless_stopping(shutdown: &watch::Receiver<bool>, hold: Duration) -> bool {
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stopping| *stopping) => false,
+        () = tokio::time::sleep(hold) => true,
     }
 }
 
