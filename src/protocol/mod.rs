@@ -2,6 +2,7 @@
 //! body ⇄ [`Request`]), reply encoding and decoding ([`Reply`]), and the byte-exact JSON of the
 //! reference switch (`json`). Everything here is pure: no I/O, no clocks.
 
+mod byte_search;
 pub mod json;
 pub mod numbers;
 mod reply;

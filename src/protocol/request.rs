@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use super::byte_search::find_either;
 use super::json::{self, Value};
 use super::numbers::{parse_float, parse_int64_bytes};
 use super::types::{Message, MessageId, MessageKind, QueueName, SessionToken};
@@ -468,13 +469,13 @@ impl<'a> Scan<'a> {
     /// A string without escapes, as its bytes.
     fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
-        let rest = &self.input[self.pos..];
-        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-        if rest[end] != b'"' {
+        let start = self.pos;
+        let end = find_either(self.input, start, b'"', b'\\');
+        if self.input.get(end) != Some(&b'"') {
             return None;
         }
-        self.pos += end + 1;
-        Some(&rest[..end])
+        self.pos = end + 1;
+        Some(&self.input[start..end])
     }
 
     /// A number as the JSON reader's grammar has it (`-?D+(.D+)?([eE][+-]?D+)?`), as a float
@@ -617,7 +618,7 @@ fn plain_segments<'a>(
     let mut count = 0;
     let mut start = 0;
     loop {
-        let end = next_slash_or_percent(bytes, start);
+        let end = find_either(bytes, start, b'/', b'%');
         if bytes.get(end) == Some(&b'%') {
             return None;
         }
@@ -634,29 +635,6 @@ fn plain_segments<'a>(
         start = end + 1;
     }
     Some(count)
-}
-
-/// The index of the first `/` or `%` in `bytes` from `from` on, or `bytes.len()`. Eight
-/// bytes at a time: a flagged byte's high bit is set by the zero-byte test, whose lowest
-/// flag is exact (a wrong flag can only sit above a right one).
-fn next_slash_or_percent(bytes: &[u8], from: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
-    let mut index = from;
-    while let Some(word) = bytes.get(index..index + 8) {
-        let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        let flags =
-            has_zero(word ^ (ONES * u64::from(b'/'))) | has_zero(word ^ (ONES * u64::from(b'%')));
-        if flags != 0 {
-            return index + (flags.trailing_zeros() / 8) as usize;
-        }
-        index += 8;
-    }
-    bytes[index.min(bytes.len())..]
-        .iter()
-        .position(|&byte| byte == b'/' || byte == b'%')
-        .map_or(bytes.len(), |offset| index + offset)
 }
 
 /// A path split on `/` with empty segments kept and dot segments removed (RFC 3986 §5.2.4,
