@@ -406,62 +406,66 @@ impl Reader<'_> {
 pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut run_start = 0;
     let mut index = 0;
-    while index < bytes.len() {
-        // Eight bytes at a time: past a word that needs no escape, or straight to the first
-        // byte of one that does (a JSON payload has a quote every few bytes, and looking at
-        // them one by one cost most of a Transfer reply's encoding).
-        if let Some(word) = bytes.get(index..index + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            let flags = escape_flags(word);
-            if flags == 0 {
-                index += 8;
-                continue;
-            }
-            index += (flags.trailing_zeros() / 8) as usize;
+    // Eight bytes at a time: a JSON payload has a quote every few bytes, and looking at
+    // them one by one cost most of a Transfer reply's encoding.
+    while let Some(word) = bytes.get(index..index + 8) {
+        let word: [u8; 8] = word.try_into().unwrap_or([0; 8]);
+        let flags = escape_flags(u64::from_le_bytes(word));
+        // The whole word is copied either way, as one store (cheaper than a call to
+        // `memcpy` for a short run); past a byte that needs an escape, the copy is cut back
+        // to the bytes before it.
+        out.extend_from_slice(&word);
+        if flags == 0 {
+            index += 8;
+            continue;
         }
-        let byte = bytes[index];
-        let short = match byte {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0c => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x00..=0x1f | 0x7f => 0,
-            _ => {
-                index += 1;
-                continue;
-            }
-        };
-        append_run(out, &bytes[run_start..index]);
+        let plain = (flags.trailing_zeros() / 8) as usize;
+        out.truncate(out.len() - (8 - plain));
+        index += plain;
+        write_byte(out, bytes[index]);
         index += 1;
-        run_start = index;
-        out.push(b'\\');
-        if short == 0 {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.push(short);
-        }
     }
-    out.extend_from_slice(&bytes[run_start..]);
+    for &byte in &bytes[index..] {
+        write_byte(out, byte);
+    }
     out.push(b'"');
 }
 
-/// Appends a run of plain bytes: short runs (between the quotes of a JSON payload, say) a
-/// byte at a time, which costs less than a call to `memcpy`.
-fn append_run(out: &mut Vec<u8>, run: &[u8]) {
-    if run.len() <= 16 {
-        for &byte in run {
-            out.push(byte);
-        }
-    } else {
-        out.extend_from_slice(run);
+/// How [`write_string`] writes each byte: 0 for as itself, else the letter after its `\`
+/// (`u` for `\u00xx`).
+static ESCAPES: [u8; 256] = {
+    let mut escapes = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        escapes[byte] = b'u';
+        byte += 1;
+    }
+    escapes[0x7f] = b'u';
+    escapes[b'"' as usize] = b'"';
+    escapes[b'\\' as usize] = b'\\';
+    escapes[0x08] = b'b';
+    escapes[0x0c] = b'f';
+    escapes[b'\n' as usize] = b'n';
+    escapes[b'\r' as usize] = b'r';
+    escapes[b'\t' as usize] = b't';
+    escapes
+};
+
+/// One byte of a string literal, escaped as [`ESCAPES`] says.
+fn write_byte(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPES[usize::from(byte)] {
+        0 => out.push(byte),
+        b'u' => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0xf)],
+        ]),
+        letter => out.extend_from_slice(&[b'\\', letter]),
     }
 }
 
@@ -469,7 +473,7 @@ fn append_run(out: &mut Vec<u8>, run: &[u8]) {
 /// JSON string, one below 0x20, `"`, `\` or 0x7f, flagged by their high bit; zero when none
 /// does. The lowest flagged byte is exactly the first that needs one: each test below can
 /// flag a byte wrongly only above a byte it rightly flags (its borrow runs upwards), so the
-/// caller jumps to `trailing_zeros() / 8` and looks at the bytes after it one by one.
+/// caller takes the `trailing_zeros() / 8` bytes below the lowest flag as they are.
 fn escape_flags(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
