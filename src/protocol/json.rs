@@ -453,6 +453,7 @@ static ESCAPES: [u8; 256] = {
 };
 
 /// One byte of a string literal, escaped as [`ESCAPES`] says.
+#[inline]
 fn write_byte(out: &mut Vec<u8>, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match ESCAPES[usize::from(byte)] {
