@@ -1,6 +1,7 @@
 //! Finding one of two bytes in a slice eight bytes at a time, for the parsers of what
 //! clients send on every exchange (paths, Transfer bodies): a byte-by-byte scan with two
-//! comparisons cost about twelve instructions a byte there (callgrind, docs/performance.md).
+//! comparisons cost about twelve instructions a byte there (callgrind; docs/performance.md,
+//! "a seventh pass").
 
 /// The index of the first byte equal to `a` or `b` in `bytes` from `from` on, or
 /// `bytes.len()` when there is none (or `from` is past the end).

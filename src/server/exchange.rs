@@ -5,11 +5,11 @@
 //! hyper moves the future that answers a request into place once per request and polls it
 //! from the connection task. Written as an `async fn`, that future kept each argument twice
 //! and the temporaries of every path side by side: 1,840 bytes per request, measured with
-//! `-Zprint-type-sizes`, against the echo server's few hundred (docs/performance.md). So the
-//! common path is [`Exchange`], a future written out as an explicit state machine of a few
-//! hundred bytes. What only some requests need (a body that is still arriving, the metrics
-//! page, the driver's path, a refusal's hold) is a boxed future of its own, entered from one
-//! of its states.
+//! `-Zprint-type-sizes` (docs/performance.md, "a seventh pass"). So the common path is
+//! [`Exchange`], a future written out as an explicit state machine of a few hundred bytes.
+//! What only some requests need (a body that is still arriving, the metrics page, the
+//! driver's path, a refusal's hold) is a boxed future of its own, entered from one of its
+//! states.
 
 use std::convert::Infallible;
 use std::future::Future;
