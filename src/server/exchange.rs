@@ -3,13 +3,13 @@
 //! the route's latency. No business rules live here.
 //!
 //! hyper moves the future that answers a request into place once per request and polls it
-//! from the connection task. Written as an `async fn`, that future kept each argument twice
-//! and the temporaries of every path side by side: 1,840 bytes per request, measured with
-//! `-Zprint-type-sizes` (docs/performance.md, "a seventh pass"). So the common path is
-//! [`Exchange`], a future written out as an explicit state machine of a few hundred bytes.
-//! What only some requests need (a body that is still arriving, the metrics page, the
-//! driver's path, a refusal's hold) is a boxed future of its own, entered from one of its
-//! states.
+//! from the connection task. Written as an `async fn` in a closure, that future kept each
+//! argument twice and the temporaries of every path side by side: 1,840 bytes per request,
+//! measured with `-Zprint-type-sizes` (docs/performance.md, "a seventh pass"). So the
+//! common path is [`Exchange`], a future written out as an explicit state machine of a few
+//! hundred bytes. What only some requests need (a body that is still arriving, the metrics
+//! page, the driver's path, a refusal's hold) is a boxed future of its own, entered from
+//! one of its states.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -608,7 +608,7 @@ mod tests {
     use super::*;
 
     /// The future hyper moves into place for every request stays a fraction of what the
-    /// `async fn` it replaced took (1,840 bytes): a state that grows it fails here.
+    /// future it replaced took (1,840 bytes): a state that grows it fails here.
     #[test]
     fn an_exchange_is_small() {
         let size = std::mem::size_of::<Exchange>();
