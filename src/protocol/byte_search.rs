@@ -1,22 +1,34 @@
-//! Finding one of two bytes in a slice eight bytes at a time, for the parsers of what
-//! clients send on every exchange (paths, Transfer bodies): a byte-by-byte scan with two
-//! comparisons cost about twelve instructions a byte there (callgrind; docs/performance.md,
-//! "a seventh pass").
+//! Looking at eight bytes at a time: the zero-byte tests on a word, and finding one of two
+//! bytes in a slice with them, for the parsers of what clients send on every exchange
+//! (paths, Transfer bodies: a byte-by-byte scan with two comparisons cost about twelve
+//! instructions a byte there; callgrind, docs/performance.md, "a seventh pass") and the
+//! JSON string writer.
+
+/// Eight bytes of value 1, to spread one byte over a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each of a word's bytes.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `word` below `limit` (at most 0x80), each flagged by its high bit; zero when
+/// none is. The lowest flag is exact; a flag above it may be wrong (the subtraction's borrow
+/// runs upwards), so callers take `trailing_zeros() / 8` and nothing past it.
+pub(crate) fn bytes_below(word: u64, limit: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH
+}
+
+/// The bytes of `word` equal to `byte`, flagged as [`bytes_below`] flags them.
+pub(crate) fn bytes_equal(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ (ONES * u64::from(byte)), 1)
+}
 
 /// The index of the first byte equal to `a` or `b` in `bytes` from `from` on, or
 /// `bytes.len()` when there is none (or `from` is past the end).
-///
-/// A word's flagged bytes have their high bit set by the zero-byte test, whose lowest flag
-/// is exact (a wrong flag can only sit above a right one, its borrow running upwards).
 pub(crate) fn find_either(bytes: &[u8], from: usize, a: u8, b: u8) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
-    let (spread_a, spread_b) = (ONES * u64::from(a), ONES * u64::from(b));
     let mut index = from;
     while let Some(word) = bytes.get(index..index + 8) {
         let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        let flags = has_zero(word ^ spread_a) | has_zero(word ^ spread_b);
+        let flags = bytes_equal(word, a) | bytes_equal(word, b);
         if flags != 0 {
             return index + (flags.trailing_zeros() / 8) as usize;
         }

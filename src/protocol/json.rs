@@ -10,6 +10,8 @@
 
 use std::fmt::Write as _;
 
+use super::byte_search::{bytes_below, bytes_equal};
+
 /// Nesting deeper than this is refused, so that hostile input cannot exhaust the stack.
 pub const JSON_DEPTH_MAX: usize = 128;
 
@@ -472,18 +474,14 @@ fn write_byte(out: &mut Vec<u8>, byte: u8) {
 
 /// The bytes of `word` (little-endian: byte 0 in the low bits) that may need an escape in a
 /// JSON string, one below 0x20, `"`, `\` or 0x7f, flagged by their high bit; zero when none
-/// does. The lowest flagged byte is exactly the first that needs one: each test below can
-/// flag a byte wrongly only above a byte it rightly flags (its borrow runs upwards), so the
-/// caller takes the `trailing_zeros() / 8` bytes below the lowest flag as they are.
+/// does. The lowest flagged byte is exactly the first that needs one (each test can flag a
+/// byte wrongly only above a byte it rightly flags), so the caller takes the
+/// `trailing_zeros() / 8` bytes below the lowest flag as they are.
 fn escape_flags(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    below_space
-        | has_zero(word ^ (ONES * u64::from(b'"')))
-        | has_zero(word ^ (ONES * u64::from(b'\\')))
-        | has_zero(word ^ (ONES * 0x7f))
+    bytes_below(word, 0x20)
+        | bytes_equal(word, b'"')
+        | bytes_equal(word, b'\\')
+        | bytes_equal(word, 0x7f)
 }
 
 /// Appends `value` as compact JSON, the way Yojson prints a tree (strings escaped by
