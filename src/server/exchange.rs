@@ -165,10 +165,7 @@ impl Exchange {
             },
             State::Awaiting { route, reply } => {
                 let route = *route;
-                let response = match ready!(Pin::new(reply).poll(cx)) {
-                    Ok(reply) => respond(reply),
-                    Err(_) => shutting_down(),
-                };
+                let response = respond_to(ready!(Pin::new(reply).poll(cx)));
                 self.finish(route, response)
             }
             State::AnsweringLater { route, response } => {
@@ -396,10 +393,15 @@ async fn answer_later(
     respond_when(reply_receiver).await
 }
 
-/// The response to the reply that `receiver` brings; a reply dropped unsent means the
-/// driver stopped.
+/// The response to the reply that `receiver` brings.
 async fn respond_when(receiver: oneshot::Receiver<Reply>) -> HttpResponse {
-    match receiver.await {
+    respond_to(receiver.await)
+}
+
+/// The response to a reply received from its oneshot; a reply dropped unsent means the
+/// driver stopped.
+fn respond_to(received: Result<Reply, oneshot::error::RecvError>) -> HttpResponse {
+    match received {
         Ok(reply) => respond(reply),
         Err(_) => shutting_down(),
     }
@@ -420,10 +422,14 @@ fn internal_error() -> HttpResponse {
 }
 
 fn shutting_down() -> HttpResponse {
-    whole(text(
+    whole(shutting_down_text())
+}
+
+fn shutting_down_text() -> Response<Full<Bytes>> {
+    text(
         StatusCode::SERVICE_UNAVAILABLE,
         "the switch is shutting down",
-    ))
+    )
 }
 
 async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
@@ -434,16 +440,10 @@ async fn metrics_page(shared: &Shared) -> Response<Full<Bytes>> {
         reply,
     };
     if shared.commands.send(command).await.is_err() {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the switch is shutting down",
-        );
+        return shutting_down_text();
     }
     let Ok(inspection) = inspection.await else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the switch is shutting down",
-        );
+        return shutting_down_text();
     };
     let journal = shared.journal_stats.as_ref().map(StatsHandle::get);
     let clients = most_troubled(shared.admission.counts(), METRICS_CLIENTS_MAX);
