@@ -5,14 +5,15 @@
 #
 # usage: packaging/build-packages.sh [deb] [rpm]      (no argument: both)
 #
-# Both are made from the same staged files in target/packages/stage/: the release binaries
-# (stripped copies), the man pages and the shell completions written by
-# `message-switch-assets` from the clap definitions.
+# Both are made from the same staged files in target/packages/stage/: the binaries of the
+# `dist` profile (Cargo.toml: `release` with fat LTO and one codegen unit; stripped copies),
+# the man pages and the shell completions written by `message-switch-assets` from the clap
+# definitions.
 #
 # The binaries must load on the hosts the switch replaces: a XenServer 8 / XCP-ng 8 dom0 has
 # glibc 2.17 (CentOS 7). They are linked by Zig against glibc 2.17's symbol versions
 # (`cargo zigbuild --target x86_64-unknown-linux-gnu.2.17`, with the machine's own Rust
-# toolchain), into target/x86_64-unknown-linux-gnu/release, so the host build in
+# toolchain), into target/x86_64-unknown-linux-gnu/dist, so the host build in
 # target/release is left as it is. Zig links its own unwinder statically: the binaries need
 # only libc, libm, libpthread, libdl and ld-linux (tests/packaging.rs checks both).
 #
@@ -76,18 +77,18 @@ if command -v rustup >/dev/null 2>&1 &&
     rustup target add "$rust_target"
 fi
 
-echo "== release build (glibc $glibc_floor)"
+echo "== dist build (glibc $glibc_floor)"
 # The pinned Zig, not whichever `zig` may be on PATH.
 zig=$("$tools/bin/python3" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
-PATH="$tools/bin:$PATH" CARGO_ZIGBUILD_ZIG_PATH="$zig" cargo zigbuild --release --locked --target "$rust_target.$glibc_floor" \
+PATH="$tools/bin:$PATH" CARGO_ZIGBUILD_ZIG_PATH="$zig" cargo zigbuild --profile dist --locked --target "$rust_target.$glibc_floor" \
     --bin message-switch --bin message-cli --bin message-switch-assets
-release="$target_dir/$rust_target/release"
+built="$target_dir/$rust_target/dist"
 
 stage=target/packages/stage
 rm -rf "$stage"
 mkdir -p "$stage"
 for binary in message-switch message-cli; do
-    strip --strip-debug -o "$stage/$binary" "$release/$binary"
+    strip --strip-debug -o "$stage/$binary" "$built/$binary"
 done
 # The man pages' date: SOURCE_DATE_EPOCH (reproducible builds) if set, else the date of the
 # last commit, so that the same source gives the same pages.
@@ -96,7 +97,7 @@ if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
 else
     date=$(git log -1 --format=%cs 2>/dev/null || date -u +%F)
 fi
-"$release/message-switch-assets" --date "$date" "$stage"
+"$built/message-switch-assets" --date "$date" "$stage"
 # Man pages are installed compressed (Debian policy; rpmbuild would do the same). -n keeps
 # the output reproducible (no name or time stamp in the header).
 gzip -9nf "$stage"/man/*.8
