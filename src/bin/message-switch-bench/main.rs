@@ -138,7 +138,7 @@ struct Args {
     original_secs: Option<f64>,
 
     /// Extra side-by-side pairs of the floor and RPC cells at 16 callers (Unix, in memory)
-    /// behind issue 20's busy target, judged on the median of all pairs' ratios. Default: 5
+    /// behind issue 20's busy target, judged on the median of all pairs' ratios. Default: 20
     /// (quick: 1); 0 judges the main cells alone.
     #[arg(long, value_name = "N")]
     exchange_repeats: Option<usize>,

@@ -19,8 +19,12 @@ use crate::rpc;
 /// Callers of the repeated cells: the busy target's.
 pub const CONCURRENCY: usize = 16;
 
-/// Repeats of a full run (one pair each).
-pub const DEFAULT_REPEATS: usize = 5;
+/// Repeats of a full run (one pair each). Twenty, so 21 pairs in all: on the twelfth
+/// session's machine one pair's ratio spread over ±15 %, which left the median of six
+/// pairs (the default before) anywhere between 1.28 and 1.44 for the same binary, too wide
+/// to judge a bound of 1.3; 42 pairs of each build put its median within ±0.04
+/// (docs/performance.md, "an eighth pass"). They add 100 s to a full run.
+pub const DEFAULT_REPEATS: usize = 20;
 
 /// One repeat: the floor's cell and then the RPC cell, measured one right after the other.
 pub struct Pair {
