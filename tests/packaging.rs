@@ -2,7 +2,7 @@
 //!
 //! Always run: the systemd units' key lines, the shipped config file starting the switch
 //! through the unit's own `ExecStart` line, and the man pages and completions covering every
-//! option. Ignored (slow: a release build): the packages built by
+//! option. Ignored (slow: a `dist` build): the packages built by
 //! `packaging/build-packages.sh`, their file lists, conffiles, man pages, units and
 //! `ExecStart`. `.ci/run` runs it:
 //!
