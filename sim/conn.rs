@@ -161,7 +161,7 @@ fn decode(request: &Request, body: &[u8]) -> Outcome {
             })
             .map_err(|e| e.0),
         Request::CreatePersistent(_) | Request::CreateTransient(_) => {
-            Ok(ReplyData::Name(QueueName::new(body.to_vec())))
+            Ok(ReplyData::Name(QueueName::new(body)))
         }
         _ if body.is_empty() => Ok(ReplyData::Empty),
         _ => Ok(ReplyData::Other(body.len())),

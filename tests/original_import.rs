@@ -66,7 +66,7 @@ async fn connect(socket: &Path) -> Connection {
 }
 
 fn name(text: &str) -> QueueName {
-    QueueName::new(text.to_owned())
+    QueueName::new(text)
 }
 
 /// `(id, payload, kind)` of every message waiting in `queue`, as a Transfer shows them.

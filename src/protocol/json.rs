@@ -615,6 +615,28 @@ mod tests {
         assert_eq!(string(b"\xff\xc3\xa9"), b"\"\xff\xc3\xa9\"");
     }
 
+    proptest::proptest! {
+        /// The word-at-a-time escaper writes what escaping byte by byte writes, for any bytes
+        /// (quotes, controls and DEL anywhere in a word, any length of tail).
+        #[test]
+        fn escaping_by_words_matches_escaping_by_bytes(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"\"\\\n\x00\x1f\x7fa/\xff".to_vec()),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..80,
+            )
+        ) {
+            let mut expected = vec![b'"'];
+            for &byte in &bytes {
+                write_byte(&mut expected, byte);
+            }
+            expected.push(b'"');
+            proptest::prop_assert_eq!(string(&bytes), expected);
+        }
+    }
+
     #[test]
     fn floats_like_yojson() {
         assert_eq!(format_float(5.0), "5.0");

@@ -418,7 +418,7 @@ fn bytes(value: &Value) -> Result<&[u8], DecodeError> {
 }
 
 fn name(value: &Value) -> Result<QueueName, DecodeError> {
-    bytes(value).map(|b| QueueName::new(b.to_vec()))
+    bytes(value).map(QueueName::new)
 }
 
 /// Matches a variant constructor `["Tag", args…]`, comparing the tag case-insensitively as
@@ -486,7 +486,7 @@ fn decode_queue_map(value: &Value) -> Result<Vec<(QueueName, QueueDiagnostics)>,
 fn decode_entry(value: &Value) -> Result<Entry, DecodeError> {
     let origin = field(value, "origin")?;
     let origin = if let Some([session]) = variant(origin, "Name") {
-        Origin::Name(SessionToken::new(bytes(session)?.to_vec()))
+        Origin::Name(SessionToken::new(bytes(session)?))
     } else if let Some([connection]) = variant(origin, "Anonymous") {
         Origin::Anonymous(int(connection)?)
     } else {
@@ -503,7 +503,7 @@ fn decode_trace_event(value: &Value) -> Result<TraceEvent, DecodeError> {
     let session = |key: &str| -> Result<Option<SessionToken>, DecodeError> {
         value
             .member(key)
-            .map(|v| bytes(v).map(|b| SessionToken::new(b.to_vec())))
+            .map(|v| bytes(v).map(SessionToken::new))
             .transpose()
     };
     let message = field(value, "message")?;

@@ -172,12 +172,10 @@ impl Request {
         decoded: &[&[u8]],
         body: Bytes,
     ) -> Result<Request, RouteError> {
-        let name = |index: usize| QueueName::new(Bytes::copy_from_slice(decoded[index]));
+        let name = |index: usize| QueueName::new(decoded[index]);
         match (method, decoded) {
             ("GET", [b"", b""]) => Ok(Request::Diagnostics),
-            ("GET", [b"", b"login", token]) => {
-                Ok(Request::Login(SessionToken::new(token.to_vec())))
-            }
+            ("GET", [b"", b"login", token]) => Ok(Request::Login(SessionToken::new(token))),
             ("GET", [b"", b"persistent", _]) => Ok(Request::CreatePersistent(name(2))),
             ("GET", [b"", b"transient", b""]) => Ok(Request::CreateTransient(None)),
             ("GET", [b"", b"transient", _]) => Ok(Request::CreateTransient(Some(name(2)))),
@@ -344,7 +342,7 @@ impl TransferRequest {
             .as_array()
             .ok_or_else(|| malformed("'queues' is not an array"))?
             .iter()
-            .map(|q| q.as_bytes().map(|b| QueueName::new(b.to_vec())))
+            .map(|q| q.as_bytes().map(QueueName::new))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| malformed("'queues' must hold strings"))?;
         Ok(TransferRequest {
@@ -409,7 +407,7 @@ fn parse_canonical(body: &[u8]) -> Option<TransferRequest> {
                     scan.pos += 1;
                 } else {
                     loop {
-                        names.push(QueueName::new(scan.string()?.to_vec()));
+                        names.push(QueueName::new(scan.string()?));
                         match scan.next()? {
                             b',' => {}
                             b']' => break,

@@ -68,7 +68,7 @@ impl OriginalState {
         let mut state = OriginalState::default();
         for binding in list(queues, "the queues")? {
             let [name, queue] = tuple::<2>(binding, "a queue binding (NAME QUEUE)")?;
-            let name = QueueName::new(Bytes::copy_from_slice(atom(name, "a queue name")?));
+            let name = QueueName::new(atom(name, "a queue name")?);
             // A name bound twice: the original's map keeps the last binding.
             state
                 .queues
@@ -148,14 +148,11 @@ fn unexpected<T>(sexp: &Sexp, what: &str) -> Decoded<T> {
 }
 
 fn queue_name(sexp: &Sexp) -> Decoded<QueueName> {
-    Ok(QueueName::new(Bytes::copy_from_slice(atom(
-        sexp,
-        "a queue name",
-    )?)))
+    Ok(QueueName::new(atom(sexp, "a queue name")?))
 }
 
 fn session(sexp: &Sexp, what: &str) -> Decoded<SessionToken> {
-    Ok(SessionToken::new(Bytes::copy_from_slice(atom(sexp, what)?)))
+    Ok(SessionToken::new(atom(sexp, what)?))
 }
 
 /// A `message_id`: `(QUEUE ID)`.
@@ -237,7 +234,7 @@ mod tests {
     }
 
     fn name(text: &str) -> QueueName {
-        QueueName::new(text.to_owned())
+        QueueName::new(text)
     }
 
     #[test]
@@ -261,7 +258,7 @@ mod tests {
         assert_eq!(
             ops[1],
             Op::Add {
-                owner: Some(SessionToken::new("owner:1".to_owned())),
+                owner: Some(SessionToken::new("owner:1")),
                 name: name("t")
             }
         );
@@ -275,7 +272,7 @@ mod tests {
         assert_eq!(
             ops[4],
             Op::Send {
-                origin: Origin::Name(SessionToken::new("s:1".to_owned())),
+                origin: Origin::Name(SessionToken::new("s:1")),
                 id: MessageId::new(name("q"), 3),
                 message: Message {
                     payload: Bytes::from_static(b"a\0\xff"),
@@ -322,7 +319,7 @@ mod tests {
         state.apply(send("q", 1, b"second"));
         state.apply(send("q", 0, b"replaces first"));
         state.apply(Op::Add {
-            owner: Some(SessionToken::new("x".to_owned())),
+            owner: Some(SessionToken::new("x")),
             name: name("q"),
         });
         state.apply(Op::Ack {
@@ -351,7 +348,7 @@ mod tests {
         assert_eq!(q.owner, None);
         assert_eq!(&q.messages[&1].1.payload[..], b"a b");
         let t = &state.queues[&name("t")];
-        assert_eq!(t.owner, Some(SessionToken::new("caller".to_owned())));
+        assert_eq!(t.owner, Some(SessionToken::new("caller")));
         assert_eq!(
             t.messages[&0].1.kind,
             MessageKind::Response {

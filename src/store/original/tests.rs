@@ -41,7 +41,7 @@ fn fixture(name: &str) -> tempfile::TempDir {
 }
 
 fn name(text: &str) -> QueueName {
-    QueueName::new(text.to_owned())
+    QueueName::new(text)
 }
 
 /// `(id, payload, kind)` of every message of queue `queue`, ascending by id.
