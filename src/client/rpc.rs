@@ -126,7 +126,7 @@ impl<C: Connector> Client<C> {
     pub async fn connect(connector: C, config: ClientConfig) -> Result<Client<C>, Error> {
         let mut connection = Connection::open(&connector, &config.connection).await?;
         connection.login(&config.token).await?;
-        let wanted = QueueName::new(config.token.to_bytes());
+        let wanted = QueueName::new(config.token.as_bytes());
         let answered = connection.create_transient(&wanted).await?;
         // The reference clients use the reply body as the queue name; an empty body could
         // only come from a broken switch, and the name we asked for is then the best guess.

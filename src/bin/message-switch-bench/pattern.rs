@@ -106,7 +106,7 @@ impl OcamlCaller {
         let mut requests = logged_in(connector, token).await?;
         let events = logged_in(connector, token).await?;
         let reply_queue = requests
-            .create_transient(&QueueName::new(token.to_bytes()))
+            .create_transient(&QueueName::new(token.as_bytes()))
             .await?;
         let (sender, responses) = mpsc::channel(RESPONSES_BUFFERED);
         let caller = OcamlCaller {
