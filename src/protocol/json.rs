@@ -412,21 +412,27 @@ pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     // Eight bytes at a time: a JSON payload has a quote every few bytes, and looking at
     // them one by one cost most of a Transfer reply's encoding.
     while let Some(word) = bytes.get(index..index + 8) {
-        let word: [u8; 8] = word.try_into().unwrap_or([0; 8]);
-        let flags = escape_flags(u64::from_le_bytes(word));
-        // The whole word is copied either way, as one store (cheaper than a call to
-        // `memcpy` for a short run); past a byte that needs an escape, the copy is cut back
-        // to the bytes before it.
-        out.extend_from_slice(&word);
-        if flags == 0 {
-            index += 8;
-            continue;
+        let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let mut flags = escape_flags(word);
+        // Each flagged byte goes through `write_byte`, each run of plain bytes between them
+        // as one store of eight bytes (cheaper than a call to `memcpy` for a short run) cut
+        // back to the run's length: one pass over the word, however many bytes it escapes.
+        let mut plain_from = 0;
+        while flags != 0 {
+            let escaped = (flags.trailing_zeros() / 8) as usize;
+            let kept = out.len() + (escaped - plain_from);
+            out.extend_from_slice(&(word >> (8 * plain_from)).to_le_bytes());
+            out.truncate(kept);
+            write_byte(out, (word >> (8 * escaped)) as u8);
+            plain_from = escaped + 1;
+            flags &= flags - 1;
         }
-        let plain = (flags.trailing_zeros() / 8) as usize;
-        out.truncate(out.len() - (8 - plain));
-        index += plain;
-        write_byte(out, bytes[index]);
-        index += 1;
+        if plain_from < 8 {
+            let kept = out.len() + (8 - plain_from);
+            out.extend_from_slice(&(word >> (8 * plain_from)).to_le_bytes());
+            out.truncate(kept);
+        }
+        index += 8;
     }
     for &byte in &bytes[index..] {
         write_byte(out, byte);
@@ -474,9 +480,9 @@ fn write_byte(out: &mut Vec<u8>, byte: u8) {
 
 /// The bytes of `word` (little-endian: byte 0 in the low bits) that may need an escape in a
 /// JSON string, one below 0x20, `"`, `\` or 0x7f, flagged by their high bit; zero when none
-/// does. The lowest flagged byte is exactly the first that needs one (each test can flag a
-/// byte wrongly only above a byte it rightly flags), so the caller takes the
-/// `trailing_zeros() / 8` bytes below the lowest flag as they are.
+/// does. Every byte that needs one is flagged, and the lowest flag is always right; a flag
+/// above it may be wrong (each test's borrow runs upwards), which costs [`write_string`] only
+/// a call to [`write_byte`] that writes the byte as itself.
 fn escape_flags(word: u64) -> u64 {
     bytes_below(word, 0x20)
         | bytes_equal(word, b'"')
@@ -615,6 +621,25 @@ mod tests {
         assert_eq!(string(b"\xff\xc3\xa9"), b"\"\xff\xc3\xa9\"");
     }
 
+    /// Every byte that needs an escape is flagged, whatever the byte below it (so whatever
+    /// borrow each test carries into it): `write_string` copies unflagged bytes raw.
+    #[test]
+    fn escape_flags_miss_no_byte_that_needs_an_escape() {
+        for below in 0..=255u8 {
+            for byte in 0..=255u8 {
+                let word = u64::from_le_bytes([below, byte, b'a', b'a', b'a', b'a', b'a', b'a']);
+                let flags = escape_flags(word);
+                for (index, value) in [(0, below), (1, byte)] {
+                    let flagged = flags & 0x80 << (8 * index) != 0;
+                    assert!(
+                        flagged || ESCAPES[usize::from(value)] == 0,
+                        "{value:#04x} after {below:#04x} is not flagged"
+                    );
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         /// The word-at-a-time escaper writes what escaping byte by byte writes, for any bytes
         /// (quotes, controls and DEL anywhere in a word, any length of tail).
@@ -626,6 +651,26 @@ mod tests {
                     proptest::prelude::any::<u8>(),
                 ],
                 0..80,
+            )
+        ) {
+            let mut expected = vec![b'"'];
+            for &byte in &bytes {
+                write_byte(&mut expected, byte);
+            }
+            expected.push(b'"');
+            proptest::prop_assert_eq!(string(&bytes), expected);
+        }
+
+        /// Long strings, mostly of the bytes that need the longest escape (`\u00xx`), with
+        /// several flags in nearly every word.
+        #[test]
+        fn long_strings_escape_as_bytes_do(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::sample::select(b"\x00\x01\x1f\x7f".to_vec()),
+                    1 => proptest::sample::select(b"\"\\\na".to_vec()),
+                ],
+                0..400,
             )
         ) {
             let mut expected = vec![b'"'];
