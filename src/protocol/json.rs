@@ -621,6 +621,17 @@ mod tests {
         assert_eq!(string(b"\xff\xc3\xa9"), b"\"\xff\xc3\xa9\"");
     }
 
+    /// `bytes` as a string literal written one byte at a time: what `write_string` must
+    /// write, word by word.
+    fn string_byte_by_byte(bytes: &[u8]) -> Vec<u8> {
+        let mut literal = vec![b'"'];
+        for &byte in bytes {
+            write_byte(&mut literal, byte);
+        }
+        literal.push(b'"');
+        literal
+    }
+
     /// Every byte that needs an escape is flagged, whatever the byte below it (so whatever
     /// borrow each test carries into it): `write_string` copies unflagged bytes raw.
     #[test]
@@ -653,12 +664,7 @@ mod tests {
                 0..80,
             )
         ) {
-            let mut expected = vec![b'"'];
-            for &byte in &bytes {
-                write_byte(&mut expected, byte);
-            }
-            expected.push(b'"');
-            proptest::prop_assert_eq!(string(&bytes), expected);
+            proptest::prop_assert_eq!(string(&bytes), string_byte_by_byte(&bytes));
         }
 
         /// Long strings, mostly of the bytes that need the longest escape (`\u00xx`), with
@@ -673,12 +679,7 @@ mod tests {
                 0..400,
             )
         ) {
-            let mut expected = vec![b'"'];
-            for &byte in &bytes {
-                write_byte(&mut expected, byte);
-            }
-            expected.push(b'"');
-            proptest::prop_assert_eq!(string(&bytes), expected);
+            proptest::prop_assert_eq!(string(&bytes), string_byte_by_byte(&bytes));
         }
     }
 
