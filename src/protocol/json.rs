@@ -415,22 +415,17 @@ pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
         let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
         let mut flags = escape_flags(word);
         // Each flagged byte goes through `write_byte`, each run of plain bytes between them
-        // as one store of eight bytes (cheaper than a call to `memcpy` for a short run) cut
-        // back to the run's length: one pass over the word, however many bytes it escapes.
+        // through `push_word_bytes`: one pass over the word, however many bytes it escapes.
         let mut plain_from = 0;
         while flags != 0 {
             let escaped = (flags.trailing_zeros() / 8) as usize;
-            let kept = out.len() + (escaped - plain_from);
-            out.extend_from_slice(&(word >> (8 * plain_from)).to_le_bytes());
-            out.truncate(kept);
+            push_word_bytes(out, word, plain_from, escaped);
             write_byte(out, (word >> (8 * escaped)) as u8);
             plain_from = escaped + 1;
             flags &= flags - 1;
         }
         if plain_from < 8 {
-            let kept = out.len() + (8 - plain_from);
-            out.extend_from_slice(&(word >> (8 * plain_from)).to_le_bytes());
-            out.truncate(kept);
+            push_word_bytes(out, word, plain_from, 8);
         }
         index += 8;
     }
@@ -438,6 +433,18 @@ pub fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
         write_byte(out, byte);
     }
     out.push(b'"');
+}
+
+/// Appends bytes `from..to` of `word` (little-endian: byte 0 in the low bits; `from` below
+/// 8) as one store of eight bytes cut back to the run's length, which costs less than a call
+/// to `memcpy` for a short run. Always inlined: with a plain `#[inline]` the `dist` build
+/// kept it inline but escaped a Transfer reply's strings in 28 more instructions per exchange
+/// (callgrind, 648 against 620).
+#[inline(always)]
+fn push_word_bytes(out: &mut Vec<u8>, word: u64, from: usize, to: usize) {
+    let kept = out.len() + (to - from);
+    out.extend_from_slice(&(word >> (8 * from)).to_le_bytes());
+    out.truncate(kept);
 }
 
 /// How [`write_string`] writes each byte: 0 for as itself, else the letter after its `\`
